@@ -1,0 +1,99 @@
+from controlplane.settings.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "fedplane-insecure-development-key-change-me")
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "storages",
+    "django_celery_beat",
+    "django_celery_results",
+    "apps.packages",
+    "apps.combiners",
+    "apps.clients",
+    "apps.models",
+    "apps.sessions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# FEDn's routes are served both with and without a trailing slash; no redirects.
+APPEND_SLASH = False
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "controlplane" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Large uploads go to a temporary file, never whole into memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
+FEDPLANE_MAX_UPLOAD_BYTES = env_int("FEDPLANE_MAX_UPLOAD_BYTES", 4 * 1024**3)
+
+# The network as FEDn's /get_client_config describes it.
+FEDPLANE_NETWORK_ID = env_str("FEDPLANE_NETWORK_ID", "fedn-network")
+FEDPLANE_CONTROLLER_HOST = env_str("FEDPLANE_CONTROLLER_HOST", "127.0.0.1")
+FEDPLANE_CONTROLLER_PORT = env_int("FEDPLANE_CONTROLLER_PORT", 8092)
+# Seconds a client stays online after its combiner last saw it.
+FEDPLANE_CLIENT_ONLINE_WINDOW = env_int("FEDPLANE_CLIENT_ONLINE_WINDOW", 10)
+
+# FEDn-compatible JWT auth: disabled while FEDN_JWT_SECRET_KEY is unset, as in FEDn.
+FEDN_JWT_SECRET_KEY = env_str("FEDN_JWT_SECRET_KEY")
+FEDN_JWT_ALGORITHM = env_str("FEDN_JWT_ALGORITHM", "HS256")
+FEDN_AUTH_SCHEME = env_str("FEDN_AUTH_SCHEME", "Bearer")
+FEDN_JWT_CUSTOM_CLAIM_KEY = env_str("FEDN_JWT_CUSTOM_CLAIM_KEY")
+FEDN_JWT_CUSTOM_CLAIM_VALUE = env_str("FEDN_JWT_CUSTOM_CLAIM_VALUE")
+FEDN_AUTH_WHITELIST_URL_PREFIX = env_str("FEDN_AUTH_WHITELIST_URL_PREFIX")
+# Token the controller presents to combiners on Control calls.
+FEDPLANE_COMBINER_TOKEN = env_str("FEDPLANE_COMBINER_TOKEN", env_str("FEDN_AUTH_TOKEN"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("FEDPLANE_LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
