@@ -1,0 +1,3 @@
+from combiner_node.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The combiner's live table of clients: last seen, online state and pending tasks."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fedplane.proto import fedn_pb2
+
+
+class TaskQueue:
+    """A client's pending TaskRequests; unlike queue.Queue it can drop a finished round's tasks."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[fedn_pb2.TaskRequest] = collections.deque()
+        self._ready = threading.Condition()
+
+    def put(self, task: fedn_pb2.TaskRequest) -> None:
+        with self._ready:
+            self._items.append(task)
+            self._ready.notify()
+
+    def get(self, timeout: float) -> fedn_pb2.TaskRequest | None:
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def discard(self, correlation_ids: set[str]) -> int:
+        with self._ready:
+            kept = [task for task in self._items if task.correlation_id not in correlation_ids]
+            dropped = len(self._items) - len(kept)
+            self._items = collections.deque(kept)
+            return dropped
+
+    def __len__(self) -> int:
+        with self._ready:
+            return len(self._items)
+
+
+@dataclass
+class ClientState:
+    name: str
+    last_seen: float
+    last_seen_at: datetime
+    reported_online: bool = False
+    tasks: TaskQueue = field(default_factory=TaskQueue)
+
+
+@dataclass(frozen=True)
+class ClientTransition:
+    name: str
+    status: str  # "online" | "offline"
+    last_seen: datetime
+
+    def as_report(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "last_seen": self.last_seen.isoformat()}
+
+
+class ClientRegistry:
+    def __init__(self, online_window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if online_window <= 0:
+            raise ValueError("online_window must be positive")
+        self.online_window = online_window
+        self._clock = clock
+        self._clients: dict[str, ClientState] = {}
+        self._lock = threading.Lock()
+
+    def touch(self, name: str) -> ClientState:
+        now = self._clock()
+        with self._lock:
+            state = self._clients.get(name)
+            if state is None:
+                state = ClientState(name=name, last_seen=now, last_seen_at=datetime.now(UTC))
+                self._clients[name] = state
+            else:
+                state.last_seen = now
+                state.last_seen_at = datetime.now(UTC)
+            return state
+
+    def _is_online(self, state: ClientState, now: float) -> bool:
+        return now - state.last_seen <= self.online_window
+
+    def is_online(self, name: str) -> bool:
+        with self._lock:
+            state = self._clients.get(name)
+            return state is not None and self._is_online(state, self._clock())
+
+    def online_names(self) -> list[str]:
+        now = self._clock()
+        with self._lock:
+            return sorted(name for name, state in self._clients.items() if self._is_online(state, now))
+
+    def tasks_of(self, name: str) -> TaskQueue:
+        with self._lock:
+            state = self._clients.get(name)
+        if state is None:
+            state = self.touch(name)
+        return state.tasks
+
+    def discard_tasks(self, correlation_ids: set[str]) -> int:
+        with self._lock:
+            queues = [state.tasks for state in self._clients.values()]
+        return sum(tasks.discard(correlation_ids) for tasks in queues)
+
+    def transitions(self) -> list[ClientTransition]:
+        """Online/offline changes since the last call; each change is returned once."""
+        now = self._clock()
+        changes: list[ClientTransition] = []
+        with self._lock:
+            for state in self._clients.values():
+                online = self._is_online(state, now)
+                if online != state.reported_online:
+                    state.reported_online = online
+                    changes.append(
+                        ClientTransition(state.name, "online" if online else "offline", state.last_seen_at)
+                    )
+        return changes

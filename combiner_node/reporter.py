@@ -1,0 +1,247 @@
+"""Everything the combiner tells the controller over REST: registration and reports.
+
+Reports go through one background sender with a bounded queue, so a slow or absent controller
+never blocks a gRPC handler; they are retried with backoff and the oldest are dropped when full.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+# Reports of these routes accept a list, so consecutive ones are sent as one request.
+BATCHABLE_PATHS = ("/api/v1/statuses/", "/api/v1/validations/")
+MAX_BATCH = 100
+
+
+def auth_headers(token: str | None, scheme: str) -> dict[str, str]:
+    return {"Authorization": f"{scheme} {token}"} if token else {}
+
+
+class RegistrationRefused(Exception):
+    """The controller answered 400/401 to /add_combiner: retrying cannot help."""
+
+
+class RegistrationTimeout(Exception):
+    pass
+
+
+def register_combiner(
+    controller_url: str,
+    body: dict[str, Any],
+    *,
+    token: str | None,
+    auth_scheme: str = "Bearer",
+    retry_interval: float = 2.0,
+    deadline: float | None = None,
+    request_timeout: float = 10.0,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """POST /add_combiner until the controller accepts; `deadline` is seconds from now (None: forever)."""
+    url = controller_url.rstrip("/") + "/add_combiner"
+    give_up_at = None if deadline is None else time.monotonic() + deadline
+    stop = stop or threading.Event()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = requests.post(
+                url, json=body, headers=auth_headers(token, auth_scheme), timeout=request_timeout
+            )
+        except requests.RequestException as exc:
+            reason = f"controller unreachable: {exc.__class__.__name__}"
+        else:
+            payload = _json_or_empty(response)
+            if response.status_code in (400, 401):
+                raise RegistrationRefused(
+                    f"controller refused registration ({response.status_code}): "
+                    f"{payload.get('message', response.text[:200])}"
+                )
+            if 200 <= response.status_code <= 203 and payload.get("status") != "retry":
+                logger.info("registered with controller url=%s attempt=%d", url, attempt)
+                return payload
+            reason = f"status={response.status_code} answer={payload.get('status', '')!r}"
+        if give_up_at is not None and time.monotonic() + retry_interval > give_up_at:
+            raise RegistrationTimeout(f"could not register with {url} before the deadline ({reason})")
+        logger.warning("registration not accepted yet, retrying url=%s reason=%s", url, reason)
+        if stop.wait(retry_interval):
+            raise RegistrationTimeout("registration interrupted by shutdown")
+
+
+def _json_or_empty(response: requests.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+@dataclass
+class _Report:
+    path: str
+    body: Any
+
+
+class ControllerReporter:
+    def __init__(
+        self,
+        controller_url: str | None,
+        *,
+        token: str | None = None,
+        auth_scheme: str = "Bearer",
+        max_buffer: int = 10_000,
+        request_timeout: float = 10.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.controller_url = controller_url.rstrip("/") if controller_url else None
+        self._session = requests.Session()
+        self._session.headers.update(auth_headers(token, auth_scheme))
+        self._queue: collections.deque[_Report] = collections.deque()
+        self._max_buffer = max_buffer
+        self._request_timeout = request_timeout
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._changed = threading.Condition()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        self.sent = 0
+
+    def start(self) -> None:
+        if self.controller_url is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="controller-reporter", daemon=True)
+        self._thread.start()
+
+    def post(self, path: str, body: Any) -> None:
+        """Queue one report; never blocks on the network."""
+        if self.controller_url is None:
+            logger.debug("no controller configured, report dropped path=%s", path)
+            return
+        with self._changed:
+            if len(self._queue) >= self._max_buffer and len(self._queue) > self._in_flight:
+                # Drop the oldest report that is not being sent right now.
+                del self._queue[self._in_flight]
+                self.dropped += 1
+                logger.warning("report buffer full, oldest report dropped dropped_total=%d", self.dropped)
+            self._queue.append(_Report(path, body))
+            self._changed.notify_all()
+
+    def pending(self) -> int:
+        with self._changed:
+            return len(self._queue) + self._in_flight
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued report was sent (or dropped); False on deadline."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        flushed = self.flush(timeout)
+        if not flushed:
+            logger.warning("controller reports not delivered at shutdown pending=%d", self.pending())
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(1.0, self._request_timeout))
+        self._session.close()
+
+    def _next_batch(self) -> tuple[str, Any, int] | None:
+        with self._changed:
+            while not self._queue:
+                if self._stop.is_set():
+                    return None
+                self._changed.wait(0.5)
+            first = self._queue[0]
+            if first.path in BATCHABLE_PATHS:
+                reports = _prefix(self._queue, first.path)
+                body: Any = [item for report in reports for item in _as_list(report.body)]
+                taken = len(reports)
+            else:
+                body, taken = first.body, 1
+            self._in_flight = taken
+            return first.path, body, taken
+
+    def _run(self) -> None:
+        backoff = self._initial_backoff
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch is None:
+                return
+            path, body, taken = batch
+            outcome = self._send(path, body)
+            with self._changed:
+                if outcome != "retry":
+                    for _ in range(taken):
+                        self._queue.popleft()
+                    if outcome == "sent":
+                        self.sent += 1
+                self._in_flight = 0
+                self._changed.notify_all()
+            if outcome == "retry":
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self._max_backoff)
+            else:
+                backoff = self._initial_backoff
+
+    def _send(self, path: str, body: Any) -> str:
+        assert self.controller_url is not None
+        try:
+            response = self._session.post(
+                self.controller_url + path, json=body, timeout=self._request_timeout
+            )
+        except requests.RequestException as exc:
+            logger.warning(
+                "controller report failed, will retry path=%s error=%s", path, exc.__class__.__name__
+            )
+            return "retry"
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            logger.warning(
+                "controller report failed, will retry path=%s status=%d", path, response.status_code
+            )
+            return "retry"
+        if response.status_code >= 400:
+            # The controller judged the report itself (unknown round, round closed): resending cannot help.
+            logger.error(
+                "controller refused report path=%s status=%d body=%s",
+                path,
+                response.status_code,
+                response.text[:300],
+            )
+            return "refused"
+        return "sent"
+
+
+def _prefix(queue: collections.deque[_Report], path: str) -> list[_Report]:
+    """The leading reports of `queue` that go to `path`, bounded by MAX_BATCH items."""
+    prefix: list[_Report] = []
+    count = 0
+    for report in queue:
+        size = len(_as_list(report.body))
+        if report.path != path or (prefix and count + size > MAX_BATCH):
+            break
+        prefix.append(report)
+        count += size
+    return prefix
+
+
+def _as_list(body: Any) -> list[Any]:
+    return body if isinstance(body, list) else [body]

@@ -1,0 +1,514 @@
+"""Rounds on one combiner: dispatch tasks, fold updates as they arrive, report to the controller.
+
+One round runs at a time in a worker thread; Start calls while busy wait in a queue. Updates are
+accepted only for outstanding tasks of the running round, so nothing leaks into the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+
+from combiner_node.clients import ClientRegistry
+from combiner_node.messages import combiner_status
+from combiner_node.modelfiles import InvalidModelId, ModelFiles
+from combiner_node.reporter import ControllerReporter
+from combiner_node.roundconfig import RoundConfig
+from combiner_node.store import ArtifactNotFound, ArtifactStore, StoreError, model_key
+from fedplane.proto import fedn_pb2
+
+logger = logging.getLogger(__name__)
+
+
+class Aggregator(Protocol):
+    def start_round(self, global_model_path: Path) -> None: ...
+    def add(self, update_path: Path, num_examples: int) -> None: ...
+    @property
+    def count(self) -> int: ...
+    def finish(self, out_path: Path) -> None: ...
+
+
+AggregatorFactory = Callable[[str, dict[str, Any] | None, Path], Aggregator]
+
+
+def default_aggregator_factory(name: str, kwargs: dict[str, Any] | None, workdir: Path) -> Aggregator:
+    from fedplane.aggregators import create_aggregator
+
+    return create_aggregator(name, kwargs, workdir)
+
+
+def default_aggregator_names() -> tuple[str, ...]:
+    from fedplane.aggregators import AGGREGATOR_NAMES
+
+    return tuple(AGGREGATOR_NAMES)
+
+
+class UpdateRejected(Exception):
+    """A model update that is malformed; answered with a gRPC error status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RoundFailed(Exception):
+    pass
+
+
+@dataclass
+class ActiveRound:
+    job_id: str
+    config: RoundConfig
+    aggregator: Aggregator
+    outstanding: dict[str, str]  # correlation id -> client the task was given to
+    buffer_target: int
+    expected: int
+    participants: list[str] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
+    num_examples: int = 0
+    aggregation_seconds: float = 0.0
+    closed: bool = False
+    stop_reason: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    fold_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def training_examples(meta_text: str) -> int:
+    """`training_metadata.num_examples` of an update's meta JSON: mandatory, a positive int."""
+    try:
+        meta = json.loads(meta_text or "")
+    except ValueError as exc:
+        raise UpdateRejected(grpc.StatusCode.INVALID_ARGUMENT, "model update meta is not valid JSON") from exc
+    training = meta.get("training_metadata") if isinstance(meta, dict) else None
+    value = training.get("num_examples") if isinstance(training, dict) else None
+    if value is None:
+        raise UpdateRejected(
+            grpc.StatusCode.INVALID_ARGUMENT, "model update meta lacks training_metadata.num_examples"
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UpdateRejected(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"training_metadata.num_examples must be a positive integer, got {value!r}",
+        )
+    return value
+
+
+class RoundHandler:
+    def __init__(
+        self,
+        *,
+        combiner_name: str,
+        registry: ClientRegistry,
+        files: ModelFiles,
+        store: ArtifactStore,
+        reporter: ControllerReporter,
+        workdir: Path,
+        max_clients: int,
+        aggregator_factory: AggregatorFactory = default_aggregator_factory,
+        aggregator_names: Callable[[], tuple[str, ...]] = default_aggregator_names,
+    ) -> None:
+        self.combiner_name = combiner_name
+        self.registry = registry
+        self.files = files
+        self.store = store
+        self.reporter = reporter
+        self.max_clients = max_clients
+        self._aggregator_factory = aggregator_factory
+        self._aggregator_names = aggregator_names
+        self._scratch = workdir / "scratch"
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        self._jobs: queue.Queue[tuple[str, RoundConfig]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._current: ActiveRound | None = None
+        self._previous_round_ids: set[str] = set()
+        self._session_aggregator: tuple[tuple[str, str, str], Aggregator] | None = None
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+
+    # Control ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="round-handler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout: float) -> None:
+        self._stopping.set()
+        self.stop_current("combiner shutting down")
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, config: RoundConfig) -> str:
+        job_id = str(uuid.uuid4())
+        self._idle.clear()
+        self._jobs.put((job_id, config))
+        logger.info(
+            "round queued job_id=%s task=%s round_id=%s queued=%d",
+            job_id,
+            config.task,
+            config.round_id,
+            self._jobs.qsize(),
+        )
+        return job_id
+
+    def wait_idle(self, timeout: float) -> bool:
+        return self._idle.wait(timeout)
+
+    def stop_current(self, reason: str = "stopped") -> bool:
+        with self._lock:
+            current = self._current
+            if current is None:
+                return False
+            current.stop_reason = reason
+            current.done.set()
+            return True
+
+    def set_aggregator(self, name: str) -> bool:
+        if name not in self._aggregator_names():
+            return False
+        with self._lock:
+            # A new session starts: fedopt's optimizer state must not carry over.
+            self._session_aggregator = None
+        return True
+
+    @property
+    def current_round_id(self) -> str | None:
+        with self._lock:
+            return self._current.config.round_id if self._current else None
+
+    # Updates from clients ----------------------------------------------------------------------
+
+    def on_model_update(self, update: fedn_pb2.ModelUpdate) -> str:
+        """Fold one update into the running round; returns the Response text.
+
+        Raises UpdateRejected for malformed updates. Updates that do not belong to the running
+        round are answered with an explanation and a WARNING status, and are never kept.
+        """
+        try:
+            update_path = self.files.update_path(update.model_update_id)
+        except InvalidModelId as exc:
+            raise UpdateRejected(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        try:
+            with self._lock:
+                current = self._current
+                refusal = self._claim(current, update)
+            if refusal is not None:
+                return self._refuse(update, refusal)
+            assert current is not None
+            try:
+                num_examples = training_examples(update.meta)
+                if not update_path.is_file():
+                    raise UpdateRejected(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"model update {update.model_update_id!r} was not uploaded to this combiner",
+                    )
+            except UpdateRejected:
+                # The task is answered (badly): the round need not wait for it any longer.
+                self._maybe_done(current)
+                raise
+            return self._fold(current, update, update_path, num_examples)
+        finally:
+            self.files.discard_update(update.model_update_id)
+
+    def _claim(self, current: ActiveRound | None, update: fedn_pb2.ModelUpdate) -> str | None:
+        """Takes the task off the outstanding list, or says why the update is not wanted."""
+        correlation_id = update.correlation_id
+        if current is None or current.closed:
+            if correlation_id in self._previous_round_ids:
+                return "it arrived after its round was closed"
+            return "no training round is running"
+        if correlation_id in current.answered:
+            return "a model update for this task was already received"
+        owner = current.outstanding.get(correlation_id)
+        if owner is None:
+            if correlation_id in self._previous_round_ids:
+                return "it belongs to an earlier round"
+            return "its correlation id is not a task of the current round"
+        if owner != update.sender.name:
+            return f"the task was given to {owner!r}, not {update.sender.name!r}"
+        if update.model_id != current.config.model_id:
+            return f"it was trained from model {update.model_id!r}, not {current.config.model_id!r}"
+        del current.outstanding[correlation_id]
+        current.answered.add(correlation_id)
+        return None
+
+    def _refuse(self, update: fedn_pb2.ModelUpdate, why: str) -> str:
+        text = f"Model update {update.model_update_id} from {update.sender.name} refused: {why}."
+        logger.warning("%s", text)
+        self.reporter.post(
+            "/api/v1/statuses/",
+            combiner_status(
+                self.combiner_name,
+                text,
+                log_level=fedn_pb2.Status.WARNING,
+                status_type=fedn_pb2.MODEL_UPDATE,
+                correlation_id=update.correlation_id,
+            ),
+        )
+        return text
+
+    def _fold(
+        self, current: ActiveRound, update: fedn_pb2.ModelUpdate, update_path: Path, num_examples: int
+    ) -> str:
+        from_name = update.sender.name
+        with current.fold_lock:
+            if current.closed:
+                return self._refuse(update, "it arrived after its round was closed")
+            started = time.monotonic()
+            try:
+                current.aggregator.add(update_path, num_examples)
+            except ValueError as exc:  # InvalidUpdate is a ValueError
+                self._maybe_done(current)
+                raise UpdateRejected(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"model update refused: {exc}"
+                ) from exc
+            current.aggregation_seconds += time.monotonic() - started
+            current.participants.append(from_name)
+            current.num_examples += num_examples
+            self._maybe_done(current)
+        logger.info(
+            "model update accepted round_id=%s client=%s num_examples=%d aggregated=%d/%d",
+            current.config.round_id,
+            from_name,
+            num_examples,
+            len(current.participants),
+            current.buffer_target,
+        )
+        return "Model update accepted."
+
+    def _maybe_done(self, current: ActiveRound) -> None:
+        if len(current.participants) >= current.buffer_target or not current.outstanding:
+            current.done.set()
+
+    # The worker ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job_id, config = self._jobs.get(timeout=0.5)
+            except queue.Empty:
+                if self._jobs.empty():
+                    self._idle.set()
+                continue
+            try:
+                if config.task == "training":
+                    self._run_training(job_id, config)
+                else:
+                    self._run_validation(job_id, config)
+            except Exception:
+                logger.exception("round crashed job_id=%s round_id=%s", job_id, config.round_id)
+                self._report_failed(config, "internal error in the combiner, see its log")
+            finally:
+                with self._lock:
+                    self._current = None
+                if self._jobs.empty():
+                    self._idle.set()
+
+    def _stage(self, model_id: str) -> Path:
+        try:
+            with self.store.open_read(model_key(model_id)) as source:
+                return self.files.stage(model_id, source)
+        except ArtifactNotFound as exc:
+            raise RoundFailed(f"global model {model_id} is not in the artifact store") from exc
+        except StoreError as exc:
+            raise RoundFailed(f"could not fetch global model {model_id}: {exc}") from exc
+
+    def _select(self, wanted: int) -> list[str]:
+        online = self.registry.online_names()
+        return random.sample(online, min(wanted, self.max_clients, len(online)))
+
+    def _aggregator_for(self, config: RoundConfig) -> Aggregator:
+        key = (config.session_id, config.aggregator, repr(sorted(config.aggregator_kwargs.items())))
+        with self._lock:
+            if self._session_aggregator is not None and self._session_aggregator[0] == key:
+                return self._session_aggregator[1]
+        try:
+            aggregator = self._aggregator_factory(
+                config.aggregator, config.aggregator_kwargs or None, self._scratch / "aggregator"
+            )
+        except ValueError as exc:
+            raise RoundFailed(f"aggregator {config.aggregator!r} cannot be used: {exc}") from exc
+        with self._lock:
+            self._session_aggregator = (key, aggregator)
+        return aggregator
+
+    def _task(self, config: RoundConfig, job_id: str, client: str, task_type: int) -> fedn_pb2.TaskRequest:
+        task = fedn_pb2.TaskRequest(
+            sender=fedn_pb2.Client(name=self.combiner_name, role=fedn_pb2.COMBINER),
+            receiver=fedn_pb2.Client(name=client, role=fedn_pb2.WORKER),
+            model_id=config.model_id,
+            correlation_id=str(uuid.uuid4()),
+            timestamp=str(datetime.now()),
+            session_id=config.session_id,
+            type=task_type,
+        )
+        if task_type == fedn_pb2.MODEL_UPDATE:
+            task.data = json.dumps({**config.raw, "_job_id": job_id})
+        return task
+
+    def _run_training(self, job_id: str, config: RoundConfig) -> None:
+        started = time.monotonic()
+        try:
+            staged = self._stage(config.model_id)
+            time_model_load = time.monotonic() - started
+            online = len(self.registry.online_names())
+            if online < config.clients_required:
+                raise RoundFailed(f"too few clients: {online} online, {config.clients_required} required")
+            selected = self._select(max(config.clients_requested, config.clients_required))
+            if len(selected) < config.clients_required:
+                raise RoundFailed(
+                    f"too few clients: {len(selected)} selectable, {config.clients_required} required"
+                )
+            aggregator = self._aggregator_for(config)
+            try:
+                aggregator.start_round(staged)
+            except ValueError as exc:
+                raise RoundFailed(f"global model {config.model_id} is not usable: {exc}") from exc
+        except RoundFailed as exc:
+            self._report_failed(config, str(exc))
+            return
+
+        tasks = [self._task(config, job_id, client, fedn_pb2.MODEL_UPDATE) for client in selected]
+        buffer_target = len(selected) if config.buffer_size == -1 else config.buffer_size
+        current = ActiveRound(
+            job_id=job_id,
+            config=config,
+            aggregator=aggregator,
+            outstanding={task.correlation_id: task.receiver.name for task in tasks},
+            buffer_target=buffer_target,
+            expected=len(selected),
+        )
+        with self._lock:
+            self._current = current
+        for task in tasks:
+            self.registry.tasks_of(task.receiver.name).put(task)
+        logger.info(
+            "round started round_id=%s clients=%s buffer=%d timeout=%s",
+            config.round_id,
+            ",".join(selected),
+            buffer_target,
+            config.round_timeout,
+        )
+
+        closed_by = "buffer"
+        if not current.done.wait(config.round_timeout):
+            closed_by = "timeout"
+        with current.fold_lock:
+            current.closed = True
+        with self._lock:
+            self._previous_round_ids = {task.correlation_id for task in tasks}
+        self.registry.discard_tasks(set(current.outstanding))
+        self.files.purge_updates_older_than(time.time() - config.round_timeout - 60)
+
+        if current.stop_reason is not None:
+            self._report_failed(config, current.stop_reason, current)
+            return
+        if not current.participants:
+            self._report_failed(
+                config,
+                f"no model update arrived before the round timeout ({config.round_timeout:g} s)",
+                current,
+            )
+            return
+        combine_started = time.monotonic()
+        new_model_id = str(uuid.uuid4())
+        out_path = self._scratch / f"{new_model_id}.npz"
+        try:
+            finish_started = time.monotonic()
+            aggregator.finish(out_path)
+            current.aggregation_seconds += time.monotonic() - finish_started
+            with out_path.open("rb") as combined:
+                self.store.write(model_key(new_model_id), combined)
+        except (ValueError, OSError, StoreError) as exc:
+            logger.exception("combining failed round_id=%s", config.round_id)
+            self._report_failed(config, f"combining the updates failed: {exc}", current)
+            return
+        finally:
+            out_path.unlink(missing_ok=True)
+        logger.info(
+            "round finished round_id=%s model_id=%s updates=%d closed_by=%s",
+            config.round_id,
+            new_model_id,
+            len(current.participants),
+            closed_by,
+        )
+        self._report(
+            config,
+            current,
+            status="Success",
+            reason="",
+            model_id=new_model_id,
+            timings={
+                "time_combination": time.monotonic() - combine_started,
+                "time_model_load": time_model_load,
+                "time_model_aggregation": current.aggregation_seconds,
+            },
+        )
+
+    def _run_validation(self, job_id: str, config: RoundConfig) -> None:
+        try:
+            self._stage(config.model_id)
+        except RoundFailed as exc:
+            self._post_status(config, f"Validation not started: {exc}.", fedn_pb2.Status.WARNING)
+            return
+        targets = self._select(self.max_clients)
+        for client in targets:
+            self.registry.tasks_of(client).put(self._task(config, job_id, client, fedn_pb2.MODEL_VALIDATION))
+        logger.info("validation requested model_id=%s clients=%s", config.model_id, ",".join(targets))
+
+    # Reports ---------------------------------------------------------------------------------
+
+    def _post_status(self, config: RoundConfig, text: str, level: int) -> None:
+        self.reporter.post(
+            "/api/v1/statuses/",
+            combiner_status(self.combiner_name, text, log_level=level, session_id=config.session_id),
+        )
+
+    def _report_failed(self, config: RoundConfig, reason: str, current: ActiveRound | None = None) -> None:
+        logger.warning("round failed round_id=%s reason=%s", config.round_id, reason)
+        if config.task != "training" or not config.round_id:
+            return
+        self._report(config, current, status="Failed", reason=reason, model_id=None, timings={})
+
+    def _report(
+        self,
+        config: RoundConfig,
+        current: ActiveRound | None,
+        *,
+        status: str,
+        reason: str,
+        model_id: str | None,
+        timings: dict[str, float],
+    ) -> None:
+        participants = list(current.participants) if current else []
+        report = {
+            "combiner": self.combiner_name,
+            "status": status,
+            "reason": reason,
+            "model_id": model_id,
+            "num_examples": current.num_examples if current else 0,
+            "participants": participants,
+            "timings": timings,
+            "data": {
+                "nr_expected_updates": current.expected if current else 0,
+                "nr_required_updates": current.buffer_target if current else 0,
+                "timeout": config.round_timeout,
+                "nr_aggregated_models": len(participants),
+            },
+            "config": config.raw,
+        }
+        self.reporter.post(f"/api/v1/rounds/{config.round_id}/reports", report)

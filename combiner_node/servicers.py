@@ -1,0 +1,206 @@
+"""Thin gRPC servicers: unpack the request, call the owning component, pack the answer."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+
+import grpc
+
+from combiner_node.clients import ClientRegistry
+from combiner_node.messages import combiner_status, to_report
+from combiner_node.modelfiles import InvalidModelId, ModelFiles, UploadTooLarge
+from combiner_node.reporter import ControllerReporter
+from combiner_node.roundconfig import RoundConfigError, parse_round_config
+from combiner_node.rounds import RoundHandler, UpdateRejected
+from fedplane.proto import fedn_pb2, fedn_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+CLIENT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
+TASK_POLL_SECONDS = 1.0
+
+
+def _client_name(sender: fedn_pb2.Client, context: grpc.ServicerContext) -> str:
+    if not CLIENT_NAME.match(sender.name):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid client name {sender.name!r}")
+    return sender.name
+
+
+class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
+    def __init__(
+        self, *, name: str, registry: ClientRegistry, reporter: ControllerReporter, max_clients: int
+    ) -> None:
+        self.identity = fedn_pb2.Client(name=name, role=fedn_pb2.COMBINER)
+        self.registry = registry
+        self.reporter = reporter
+        self.max_clients = max_clients
+
+    def SendStatus(self, request: fedn_pb2.Status, context: grpc.ServicerContext) -> fedn_pb2.Response:
+        self.reporter.post("/api/v1/statuses/", to_report(request))
+        return fedn_pb2.Response(sender=self.identity, response="Status received.")
+
+    def ListActiveClients(
+        self, request: fedn_pb2.ListClientsRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ClientList:
+        clients = [fedn_pb2.Client(name=name, role=fedn_pb2.WORKER) for name in self.registry.online_names()]
+        return fedn_pb2.ClientList(client=clients)
+
+    def AcceptingClients(
+        self, request: fedn_pb2.ConnectionRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ConnectionResponse:
+        accepting = len(self.registry.online_names()) < self.max_clients
+        return fedn_pb2.ConnectionResponse(status=fedn_pb2.ACCEPTING if accepting else fedn_pb2.NOT_ACCEPTING)
+
+    def SendHeartbeat(self, request: fedn_pb2.Heartbeat, context: grpc.ServicerContext) -> fedn_pb2.Response:
+        self.registry.touch(_client_name(request.sender, context))
+        return fedn_pb2.Response(sender=self.identity, response="Heartbeat received")
+
+
+class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
+    def __init__(
+        self,
+        *,
+        name: str,
+        registry: ClientRegistry,
+        rounds: RoundHandler,
+        reporter: ControllerReporter,
+        stopping: threading.Event,
+    ) -> None:
+        self.name = name
+        self.identity = fedn_pb2.Client(name=name, role=fedn_pb2.COMBINER)
+        self.registry = registry
+        self.rounds = rounds
+        self.reporter = reporter
+        self.stopping = stopping
+
+    def TaskStream(
+        self, request: fedn_pb2.ClientAvailableMessage, context: grpc.ServicerContext
+    ) -> Iterator[fedn_pb2.TaskRequest]:
+        client = _client_name(request.sender, context)
+        tasks = self.registry.touch(client).tasks
+        text = f"Client {client} connecting to TaskStream."
+        logger.info("%s", text)
+        self.reporter.post("/api/v1/statuses/", combiner_status(self.name, text))
+        while context.is_active() and not self.stopping.is_set():
+            # An open stream counts as a sign of life, like a heartbeat.
+            self.registry.touch(client)
+            task = tasks.get(timeout=TASK_POLL_SECONDS)
+            if task is not None:
+                yield task
+
+    def SendModelUpdate(
+        self, request: fedn_pb2.ModelUpdate, context: grpc.ServicerContext
+    ) -> fedn_pb2.Response:
+        _client_name(request.sender, context)
+        try:
+            text = self.rounds.on_model_update(request)
+        except UpdateRejected as rejected:
+            context.abort(rejected.code, rejected.message)
+        return fedn_pb2.Response(sender=self.identity, response=text)
+
+    def SendModelValidation(
+        self, request: fedn_pb2.ModelValidation, context: grpc.ServicerContext
+    ) -> fedn_pb2.Response:
+        _client_name(request.sender, context)
+        self.reporter.post("/api/v1/validations/", to_report(request))
+        return fedn_pb2.Response(sender=self.identity, response="Validation received.")
+
+
+class IncompleteUpload(Exception):
+    pass
+
+
+class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
+    def __init__(self, *, files: ModelFiles) -> None:
+        self.files = files
+
+    def Download(
+        self, request: fedn_pb2.ModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[fedn_pb2.ModelResponse]:
+        try:
+            chunks = self.files.read_chunks(request.id)
+            for chunk in chunks:
+                yield fedn_pb2.ModelResponse(id=request.id, data=chunk, status=fedn_pb2.IN_PROGRESS)
+        except FileNotFoundError:
+            yield fedn_pb2.ModelResponse(
+                id=request.id, status=fedn_pb2.FAILED, message=f"Model {request.id} is not available."
+            )
+            return
+        yield fedn_pb2.ModelResponse(id=request.id, status=fedn_pb2.OK)
+
+    def Upload(
+        self, request_iterator: Iterable[fedn_pb2.ModelRequest], context: grpc.ServicerContext
+    ) -> fedn_pb2.ModelResponse:
+        requests = iter(request_iterator)
+        first = next(requests, None)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
+        model_id = first.id
+
+        def chunks() -> Iterator[bytes]:
+            message: fedn_pb2.ModelRequest | None = first
+            while message is not None:
+                if message.id != model_id:
+                    raise IncompleteUpload(f"upload mixes model ids {model_id!r} and {message.id!r}")
+                if message.data:
+                    yield message.data
+                if message.status == fedn_pb2.OK:
+                    return
+                message = next(requests, None)
+            raise IncompleteUpload(f"upload of {model_id!r} ended without its OK terminator")
+
+        try:
+            self.files.receive_upload(model_id, chunks())
+        except InvalidModelId as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except FileExistsError as exc:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except UploadTooLarge as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except IncompleteUpload as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return fedn_pb2.ModelResponse(id=model_id, status=fedn_pb2.OK, message="Got model successfully.")
+
+
+class ControlServicer(fedn_pb2_grpc.ControlServicer):
+    def __init__(self, *, rounds: RoundHandler) -> None:
+        self.rounds = rounds
+
+    def Start(
+        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ControlResponse:
+        params = {parameter.key: parameter.value for parameter in request.parameter}
+        try:
+            config = parse_round_config(params)
+        except RoundConfigError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad round config: {exc}")
+        job_id = self.rounds.submit(config)
+        return fedn_pb2.ControlResponse(
+            message="Success", parameter=[fedn_pb2.Parameter(key="job_id", value=job_id)]
+        )
+
+    def Stop(
+        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ControlResponse:
+        stopped = self.rounds.stop_current("stopped")
+        return fedn_pb2.ControlResponse(message="Success" if stopped else "Idle")
+
+    def FlushAggregationQueue(
+        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ControlResponse:
+        # Updates are never queued across rounds here, so there is nothing to flush.
+        return fedn_pb2.ControlResponse(message="Success")
+
+    def SetAggregator(
+        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    ) -> fedn_pb2.ControlResponse:
+        params = {parameter.key: parameter.value for parameter in request.parameter}
+        accepted = self.rounds.set_aggregator(params.get("aggregator", ""))
+        return fedn_pb2.ControlResponse(message="Success" if accepted else "Failed")
+
+
+class ReducerServicer(fedn_pb2_grpc.ReducerServicer):
+    """GetGlobalModel is not part of the 0.9.5 protocol in practice: the base answers UNIMPLEMENTED."""
