@@ -1,0 +1,136 @@
+# fedplane developer and CI entry points. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --no-input --disable-pip-version-check
+PYTEST := $(VENV)/bin/pytest
+RUFF := $(VENV)/bin/ruff
+# Changes to either requirements file reinstall; the stamp records the last successful install.
+INSTALL_STAMP := $(VENV)/.requirements-installed
+SERVICES := scripts/services.sh
+
+# The second, embedded pass (SQLite + filesystem storage + filesystem broker): storage and API tests.
+# Folders that do not exist (yet) are left out so the selection never points at nothing.
+EMBEDDED_TEST_PATHS ?= apps tests/api
+EMBEDDED_TESTS ?= -m "not e2e and not compat" $(wildcard $(EMBEDDED_TEST_PATHS))
+PYTEST_ARGS ?=
+ARGS ?=
+
+# pytest exit code 5 means nothing was collected: a broken selection, so it counts as a failure.
+define run_pytest
+rc=0; $(PYTEST) $(1) || rc=$$?; \
+if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+endef
+
+.PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
+	test-compat services-start services-stop services-status demo serve clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+venv: $(PY) ## create the virtualenv .venv
+
+$(INSTALL_STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PIP) install -q -r requirements-dev.txt
+	touch $@
+
+install: $(INSTALL_STAMP) ## install requirements-dev.txt into .venv (only when requirements changed)
+
+deps: ## apt-install redis-server and postgresql when missing (needs root)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -ne 0 ]; then echo "error: missing system packages:$$missing (run 'make deps' as root)" >&2; exit 1; fi; \
+		echo "installing system packages:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+protos: install ## regenerate the gRPC stubs in fedplane/proto/ from protos/fedn.proto
+	PYTHON=$(PY) scripts/gen_protos.sh
+
+check-protos: install ## fail when the committed stubs differ from what protos/fedn.proto generates
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	PYTHON=$(PY) scripts/gen_protos.sh "$$tmp"; \
+	drift=0; \
+	for generated in "$$tmp"/fedplane/proto/fedn_pb2*.py*; do \
+		committed=fedplane/proto/$$(basename "$$generated"); \
+		diff -u "$$committed" "$$generated" || { echo "error: $$committed is stale (run: make protos)" >&2; drift=1; }; \
+	done; \
+	exit $$drift
+	@echo "protos: committed stubs match protos/fedn.proto"
+
+lint: install ## ruff check and ruff format --check
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+format: install ## apply ruff's fixes and formatting
+	$(RUFF) check --fix .
+	$(RUFF) format .
+
+check: install ## Django system checks and missing migrations
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+test: deps install ## CI: services up, then protos, lint, checks, full suite on PG+S3+Redis, embedded pass
+	@set -uo pipefail; failed=""; \
+	trap '$(SERVICES) stop' EXIT; \
+	started=$$SECONDS; $(SERVICES) start || exit 1; \
+	echo "== services started in $$((SECONDS - started))s"; \
+	eval "$$($(SERVICES) env)"; \
+	for step in check-protos lint check test-full test-embedded; do \
+		echo "== $$step"; started=$$SECONDS; \
+		if $(MAKE) --no-print-directory $$step; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
+		echo "== $$step: $$result in $$((SECONDS - started))s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== make test FAILED:$$failed" >&2; exit 1; fi; \
+	echo "== make test: all steps passed"
+
+test-full: install ## the whole pytest suite with the current environment (see services.sh env)
+	@$(call run_pytest,$(PYTEST_ARGS))
+
+test-embedded: install ## storage/API tests on the embedded defaults (SQLite, files, filesystem broker)
+	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL; \
+	export FEDPLANE_VAR_DIR=$(CURDIR)/var/test-embedded; \
+	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_ARGS))
+
+test-compat: deps install ## tests against fedn==0.9.5 in its own venv (.fedn095)
+	@if [ -f scripts/fedn_venv.sh ]; then bash scripts/fedn_venv.sh; \
+	else echo "warning: scripts/fedn_venv.sh not found; using .fedn095 as it is" >&2; fi
+	@trap '$(SERVICES) stop' EXIT; \
+	$(SERVICES) start; \
+	eval "$$($(SERVICES) env)"; \
+	$(call run_pytest,-m compat $(PYTEST_ARGS))
+
+services-start: install ## start Redis, PostgreSQL and SeaweedFS S3 on loopback
+	$(SERVICES) start
+
+services-stop: ## stop the services
+	$(SERVICES) stop
+
+services-status: ## show which services run
+	$(SERVICES) status
+
+demo: install ## run scripts/demo.sh (pass options with ARGS="...")
+	scripts/demo.sh $(ARGS)
+
+serve: install ## migrate, then run the controller on http://127.0.0.1:8092
+	$(PY) manage.py migrate
+	$(PY) manage.py runserver 127.0.0.1:8092
+
+clean: ## stop services, remove var/ and build leftovers (keeps .venv)
+	-$(SERVICES) stop
+	rm -rf var build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -path ./.fedn095 -prune -o -name __pycache__ -type d -print0 | \
+		xargs -0 rm -rf
