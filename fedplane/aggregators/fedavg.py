@@ -1,0 +1,127 @@
+"""Example-weighted averaging, folded into one running accumulator as updates arrive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedplane import numpyhelper
+from fedplane.aggregators.base import (
+    BLOCK_ELEMS,
+    Aggregator,
+    InvalidUpdate,
+    ModelSpec,
+    check_finite,
+    check_num_examples,
+    open_model,
+    to_output,
+)
+from fedplane.numpyhelper import LayerReader
+
+try:  # BLAS axpy folds a block in one pass with no temporary; numpy is the fallback
+    from scipy.linalg import blas as _blas
+except ImportError:  # pragma: no cover - scipy ships with the server requirements
+    _blas = None
+
+_AXPY = {} if _blas is None else {np.dtype(np.float32): _blas.saxpy, np.dtype(np.float64): _blas.daxpy}
+
+
+class WeightedSum:
+    """Σ wᵢ·mᵢ and Σ wᵢ over model files, one flat accumulator per layer.
+
+    Memory is the accumulator (one model in the arithmetic dtype) plus one cache-sized block,
+    whatever the number of models folded in.
+    """
+
+    def __init__(self, spec: ModelSpec, block_elems: int = BLOCK_ELEMS) -> None:
+        self.spec = spec
+        self.block_elems = block_elems
+        self.layers = [np.zeros(size, dtype=spec.work_dtype(i)) for i, size in enumerate(spec.sizes)]
+        self.total_weight = 0.0
+        self._scratch = {
+            dtype: np.empty(block_elems, dtype=dtype) for dtype in {layer.dtype for layer in self.layers}
+        }
+
+    def fold(self, reader: LayerReader, weight: float) -> None:
+        """Add ``weight`` times the (already validated) model in ``reader``."""
+        for i, acc in enumerate(self.layers):
+            axpy = _AXPY.get(acc.dtype)
+            scratch = self._scratch[acc.dtype]
+            for start, block in reader.iter_blocks(i, self.block_elems):
+                target = acc[start : start + block.size]
+                if axpy is not None and block.dtype == acc.dtype:
+                    axpy(block, target, a=weight)
+                else:
+                    tmp = scratch[: block.size]
+                    np.multiply(block, weight, out=tmp, casting="unsafe")
+                    np.add(target, tmp, out=target)
+        self.total_weight += weight
+
+    def mean_in_place(self) -> list[np.ndarray]:
+        """Turn the sums into the weighted mean, in place; returns the flat layers."""
+        if self.total_weight <= 0:
+            raise ValueError("nothing was folded in")
+        scale = 1.0 / self.total_weight
+        for acc in self.layers:
+            for start in range(0, acc.size, self.block_elems):
+                block = acc[start : start + self.block_elems]
+                np.multiply(block, scale, out=block)
+        return self.layers
+
+    def shaped(self) -> list[np.ndarray]:
+        """The accumulator layers reshaped and cast to the global model's dtypes."""
+        return [
+            to_output(acc, dtype).reshape(shape)
+            for acc, shape, dtype in zip(self.layers, self.spec.shapes, self.spec.dtypes, strict=True)
+        ]
+
+
+class FedAvg(Aggregator):
+    """FEDn's ``fedavg``: Σnᵢmᵢ / Σnᵢ, weighted by each update's number of training examples."""
+
+    name = "fedavg"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self._sum: WeightedSum | None = None
+
+    def _begin_round(self, spec: ModelSpec) -> None:
+        self._sum = WeightedSum(spec)
+
+    def _accept(self, reader: LayerReader, spec: ModelSpec, weight: float, prepared: Any) -> None:
+        assert self._sum is not None
+        self._sum.fold(reader, weight)
+
+    def _write(self, spec: ModelSpec, global_path: Path, out_path: Path) -> None:
+        assert self._sum is not None
+        self._sum.mean_in_place()
+        numpyhelper.save(self._sum.shaped(), out_path)
+
+    def _discard_round(self) -> None:
+        self._sum = None
+
+
+def weighted_average_files(paths_and_weights: list[tuple[Path, int]], out_path: Path) -> None:
+    """Write the weighted mean of several model files (e.g. the combiners' models of one round).
+
+    Streams like ``fedavg``: memory is one model plus one block. The first file sets the
+    expected shapes and output dtypes; a mismatching or non-finite file raises ``InvalidUpdate``.
+    """
+    if not paths_and_weights:
+        raise ValueError("no models to average")
+    weights = [check_num_examples(weight) for _, weight in paths_and_weights]
+    first = Path(paths_and_weights[0][0])
+    with open_model(first, None, what="model") as reader:
+        spec = ModelSpec.of(reader)
+    total = WeightedSum(spec)
+    for (path, _), weight in zip(paths_and_weights, weights, strict=True):
+        with open_model(Path(path), spec, what="model") as reader:
+            check_finite(reader)
+            total.fold(reader, weight)
+    total.mean_in_place()
+    numpyhelper.save(total.shaped(), out_path)
+
+
+__all__ = ["FedAvg", "InvalidUpdate", "WeightedSum", "weighted_average_files"]
