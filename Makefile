@@ -17,7 +17,7 @@ SERVICES := scripts/services.sh
 # Folders that do not exist (yet) are left out so the selection never points at nothing.
 EMBEDDED_TEST_PATHS ?= apps tests/api
 EMBEDDED_TESTS ?= -m "not e2e and not compat" $(wildcard $(EMBEDDED_TEST_PATHS))
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -ra
 ARGS ?=
 
 # pytest exit code 5 means nothing was collected: a broken selection, so it counts as a failure.
