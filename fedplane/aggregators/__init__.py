@@ -15,9 +15,16 @@ from typing import Any
 
 from fedplane.aggregators.base import Aggregator, InvalidUpdate
 from fedplane.aggregators.fedavg import FedAvg, weighted_average_files
+from fedplane.aggregators.fedopt import FedOpt
+from fedplane.aggregators.robust import FedMedian, Krum, MultiKrum, TrimmedMean
 
 _FACTORIES: dict[str, type[Aggregator]] = {
     "fedavg": FedAvg,
+    "fedopt": FedOpt,
+    "fedmedian": FedMedian,
+    "trimmedmean": TrimmedMean,
+    "krum": Krum,
+    "multikrum": MultiKrum,
 }
 
 AGGREGATOR_NAMES: tuple[str, ...] = tuple(_FACTORIES)
