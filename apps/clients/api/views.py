@@ -1,0 +1,26 @@
+from typing import Any
+
+from apps.clients.api.serializers import ClientSerializer
+from apps.clients.filtersets import ClientFilterSet
+from apps.clients.models import Client
+from apps.clients.services import client_find
+from controlplane.api.viewsets import FednReadViewSet
+
+
+class ClientViewSet(FednReadViewSet):
+    queryset = Client.objects.select_related("combiner")
+    serializer_class = ClientSerializer
+    filterset_class = ClientFilterSet
+    entity_name = "Client"
+    default_sort_key = "last_seen"
+    sort_fields = {
+        "last_seen": "last_seen",
+        "updated_at": "updated_at",
+        "name": "name",
+        "status": "status",
+        "combiner": "combiner__name",
+        "ip": "ip",
+    }
+
+    def lookup(self, queryset: Any, value: str) -> Client | None:
+        return client_find(value)

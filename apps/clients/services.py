@@ -1,0 +1,82 @@
+"""Client registry and assignment to combiners (least-packed)."""
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Q
+
+from apps.clients.choices import ClientStatus
+from apps.clients.models import Client
+from apps.combiners.models import Combiner
+from apps.combiners.services import validate_name
+
+
+class AssignmentError(ValueError):
+    """The client cannot be assigned; FEDn clients stop on this (HTTP 400)."""
+
+
+def combiners_by_load() -> list[Combiner]:
+    """Combiners with room, least online clients first (then fewest assigned, then oldest)."""
+    combiners = Combiner.objects.annotate(
+        online=Count("clients", filter=Q(clients__status=ClientStatus.ONLINE)),
+        assigned=Count("clients"),
+    ).order_by("online", "assigned", "created_at", "pk")
+    return [combiner for combiner in combiners if combiner.online < combiner.max_clients]
+
+
+def select_combiner(preferred: str | None) -> Combiner:
+    if preferred:
+        combiner = Combiner.objects.filter(name=preferred).first()
+        if combiner is None:
+            raise AssignmentError(f"Combiner {preferred} not found.")
+        return combiner
+    candidates = combiners_by_load()
+    if not candidates:
+        if Combiner.objects.exists():
+            raise AssignmentError("No combiner is accepting clients: every combiner is full.")
+        raise AssignmentError("No combiner available.")
+    return candidates[0]
+
+
+@transaction.atomic
+def client_assign(*, name: str, preferred_combiner: str | None, ip: str) -> tuple[Client, Combiner]:
+    validate_name(name, "client_id")
+    combiner = select_combiner(preferred_combiner)
+    client, _ = Client.objects.update_or_create(
+        name=name,
+        defaults={
+            "combiner": combiner,
+            "combiner_preferred": preferred_combiner or "",
+            "ip": ip,
+            "status": ClientStatus.AVAILABLE,
+        },
+    )
+    return client, combiner
+
+
+def assignment_answer(combiner: Combiner, helper_type: str) -> dict[str, Any]:
+    """What a FEDn 0.9.5 client needs to connect to its combiner."""
+    return {
+        "status": "assigned",
+        "host": combiner.address,
+        "fqdn": combiner.fqdn or None,
+        "package": "remote",
+        "ip": combiner.ip,
+        "port": combiner.port,
+        "certificate": combiner.certificate or None,
+        "helper_type": helper_type,
+    }
+
+
+def client_find(identifier: str) -> Client | None:
+    found = Client.objects.select_related("combiner").filter(name=identifier).first()
+    if found is None and identifier.isdigit():
+        found = Client.objects.select_related("combiner").filter(pk=int(identifier)).first()
+    return found
+
+
+def clients_count_online(*, combiner: Combiner | None = None) -> int:
+    queryset = Client.objects.filter(status=ClientStatus.ONLINE)
+    if combiner is not None:
+        queryset = queryset.filter(combiner=combiner)
+    return queryset.count()

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class CombinersConfig(AppConfig):
+    name = "apps.combiners"
+    label = "combiners"
+    verbose_name = "Combiners"

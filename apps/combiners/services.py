@@ -1,0 +1,117 @@
+"""Combiner registry: registration and the online/offline batches combiners report."""
+
+import base64
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from apps.clients.choices import ClientStatus
+from apps.clients.models import Client
+from apps.combiners.models import Combiner
+
+COMBINER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+class CombinerError(ValueError):
+    """A registration or report the controller refuses; the message says why."""
+
+
+def validate_name(name: str, what: str) -> str:
+    if not name or not set(name) <= COMBINER_NAME_CHARS or len(name) > 128:
+        raise CombinerError(f"{what} must be 1-128 characters of letters, digits, '_' and '-'")
+    return name
+
+
+def combiner_register(
+    *,
+    name: str,
+    address: str,
+    port: int,
+    fqdn: str | None = None,
+    secure_grpc: bool = False,
+    ip: str = "",
+    max_clients: int | None = None,
+) -> Combiner:
+    validate_name(name, "combiner_id")
+    if not address:
+        raise CombinerError("address is required")
+    if not 0 < port < 65536:
+        raise CombinerError("port must be between 1 and 65535")
+    defaults: dict[str, Any] = {
+        "address": address,
+        "port": port,
+        "fqdn": fqdn or None,
+        "secure_grpc": secure_grpc,
+        "ip": ip,
+    }
+    if max_clients is not None:
+        defaults["max_clients"] = max_clients
+    combiner, _ = Combiner.objects.update_or_create(name=name, defaults=defaults)
+    return combiner
+
+
+def combiner_registration_answer(combiner: Combiner) -> dict[str, Any]:
+    """FEDn's /add_combiner answer; storage secrets stay on the controller."""
+    if settings.S3_BUCKET:
+        storage = {
+            "storage_type": "S3",
+            "storage_config": {
+                "storage_bucket": settings.S3_BUCKET,
+                "endpoint_url": settings.S3_ENDPOINT_URL,
+            },
+        }
+    else:
+        storage = {"storage_type": "filesystem", "storage_config": {"storage_path": str(settings.MEDIA_ROOT)}}
+    return {
+        "success": True,
+        "message": "Combiner added successfully.",
+        "status": "added",
+        "storage": storage,
+        "statestore": {"type": "fedplane", "network_id": settings.FEDPLANE_NETWORK_ID},
+        "certificate": combiner.certificate,
+        "key": combiner.key,
+    }
+
+
+def combiner_find(identifier: str) -> Combiner | None:
+    found = Combiner.objects.filter(name=identifier).first()
+    if found is None and identifier.isdigit():
+        found = Combiner.objects.filter(pk=int(identifier)).first()
+    return found
+
+
+@transaction.atomic
+def combiner_report_clients(*, combiner: Combiner, clients: list[dict[str, Any]]) -> int:
+    """Apply one batch of online/offline transitions seen by `combiner`."""
+    now = timezone.now()
+    updated = 0
+    for entry in clients:
+        name = entry.get("name")
+        status = entry.get("status")
+        if not isinstance(name, str) or not name:
+            raise CombinerError("each client needs a name")
+        if status not in (ClientStatus.ONLINE, ClientStatus.OFFLINE):
+            raise CombinerError(f"client {name}: status must be 'online' or 'offline'")
+        last_seen = parse_datetime(str(entry.get("last_seen") or "")) or now
+        if timezone.is_naive(last_seen):
+            last_seen = timezone.make_aware(last_seen, timezone.get_current_timezone())
+        client, created = Client.objects.get_or_create(
+            name=name, defaults={"combiner": combiner, "status": status, "last_seen": last_seen}
+        )
+        if not created:
+            if status == ClientStatus.OFFLINE and client.combiner_id not in (None, combiner.pk):
+                continue  # it has moved on to another combiner; this one's word is stale
+            client.combiner = combiner
+            client.status = status
+            client.last_seen = last_seen
+            client.save(update_fields=["combiner", "status", "last_seen", "updated_at"])
+        updated += 1
+    Combiner.objects.filter(pk=combiner.pk).update(last_report_at=now)
+    return updated
+
+
+def decode_certificate(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value else None

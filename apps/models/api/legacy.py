@@ -1,0 +1,152 @@
+"""FEDn's legacy model routes."""
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import api_view, parser_classes
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.models.models import Model
+from apps.models.services import (
+    DEFAULT_LINEAGE_LIMIT,
+    ModelError,
+    model_ancestors,
+    model_create_seed,
+    model_descendants,
+    model_find,
+    model_get_active,
+    model_get_initial,
+    model_set_active,
+    model_trail,
+)
+from controlplane.api.fields import as_http_date
+from controlplane.api.legacy import failure, int_param, success, window
+
+
+def lineage_item(model: Model) -> dict[str, Any]:
+    return {
+        "model": str(model.model_id),
+        "committed_at": as_http_date(model.committed_at),
+        "session_id": model.session_id,
+        "parent_model": str(model.parent_id) if model.parent_id else None,
+    }
+
+
+@api_view(["GET"])
+def get_model_trail(request: Request) -> Response:
+    trail = model_trail()
+    if not trail:
+        return failure("No model trail available.")
+    return Response({str(m.model_id): str(m.committed_at) for m in trail})
+
+
+def _lineage(request: Request, walk: Any) -> Response:
+    identifier = request.query_params.get("model")
+    if not identifier:
+        return failure("Missing model id.")
+    model = model_find(identifier)
+    if model is None:
+        return failure(f"Model {identifier} not found.", status.HTTP_404_NOT_FOUND)
+    limit = int_param(request, "limit") or DEFAULT_LINEAGE_LIMIT
+    lineage = walk(model, limit=limit)
+    if not lineage:
+        return failure("No models found.")
+    return Response({"result": [lineage_item(m) for m in lineage]})
+
+
+@api_view(["GET"])
+def get_model_ancestors(request: Request) -> Response:
+    return _lineage(request, model_ancestors)
+
+
+@api_view(["GET"])
+def get_model_descendants(request: Request) -> Response:
+    return _lineage(request, model_descendants)
+
+
+@api_view(["GET"])
+def list_models(request: Request) -> Response:
+    models = Model.objects.order_by("-committed_at", "-pk")
+    if request.query_params.get("session_id"):
+        models = models.filter(session_id=request.query_params["session_id"])
+    include_active = request.query_params.get("include_active") == "true"
+    result = []
+    for model in window(models, request):
+        item = {
+            "committed_at": as_http_date(model.committed_at),
+            "model": str(model.model_id),
+            "session_id": model.session_id,
+        }
+        if include_active:
+            item["active"] = model.active
+        result.append(item)
+    return Response({"result": result, "count": models.count()})
+
+
+@api_view(["GET"])
+def get_model(request: Request) -> Response:
+    identifier = request.query_params.get("model")
+    if not identifier:
+        return failure("Missing model id.", status.HTTP_400_BAD_REQUEST)
+    model = model_find(identifier)
+    if model is None:
+        return failure("No model found.", status.HTTP_404_NOT_FOUND)
+    item = lineage_item(model)
+    return Response({k: item[k] for k in ("committed_at", "parent_model", "model", "session_id")})
+
+
+@api_view(["GET", "POST"])
+def delete_model_trail(request: Request) -> Response:
+    return Response({"message": "Not implemented"}, status=status.HTTP_501_NOT_IMPLEMENTED)
+
+
+@api_view(["GET"])
+def get_latest_model(request: Request) -> Response:
+    model = model_get_active()
+    if model is None:
+        return failure("No initial model set.")
+    return Response({"model_id": str(model.model_id)})
+
+
+@api_view(["GET"])
+def get_initial_model(request: Request) -> Response:
+    model = model_get_initial()
+    return Response({"model_id": str(model.model_id) if model else None})
+
+
+@api_view(["PUT", "POST"])
+def set_current_model(request: Request) -> Response:
+    identifier = request.query_params.get("id")
+    if not identifier:
+        return failure("Missing model id.", status.HTTP_400_BAD_REQUEST)
+    model = model_find(identifier)
+    if model is None:
+        return failure("Failed to set active model.", status.HTTP_400_BAD_REQUEST)
+    model_set_active(model=model)
+    return success("Active model set.")
+
+
+@extend_schema(
+    request={
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+        }
+    },
+    responses={200: dict},
+)
+@api_view(["POST"])
+@parser_classes([MultiPartParser, FormParser])
+def set_initial_model(request: Request) -> Response:
+    """Upload a seed model (.npz, numpyhelper layout) and make it the active model."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        return failure("Missing file.", status.HTTP_400_BAD_REQUEST)
+    try:
+        model_create_seed(upload=upload)
+    except ModelError as exc:
+        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    return success("Initial model added successfully.")

@@ -1,0 +1,86 @@
+from typing import Any
+
+import numpy as np
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.models.api.serializers import ModelSerializer, model_doc
+from apps.models.filtersets import ModelFilterSet
+from apps.models.models import Model
+from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants, model_find
+from controlplane import artifacts
+from controlplane.api.pagination import header_int
+from controlplane.api.viewsets import FednReadViewSet
+
+# /parameters answers with every weight as JSON; past this size that is no longer useful.
+MAX_PARAMETERS_BYTES = 64 * 1024 * 1024
+
+
+class ModelViewSet(FednReadViewSet):
+    queryset = Model.objects.all()
+    serializer_class = ModelSerializer
+    filterset_class = ModelFilterSet
+    entity_name = "Model"
+    default_sort_key = "committed_at"
+    sort_fields = {"committed_at": "committed_at", "model": "model_id", "session_id": "session_id"}
+
+    def lookup(self, queryset: Any, value: str) -> Model | None:
+        return model_find(value)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("include_self", bool, required=False),
+            OpenApiParameter("X-Limit", int, OpenApiParameter.HEADER, required=False),
+            OpenApiParameter("X-Reverse", bool, OpenApiParameter.HEADER, required=False),
+        ],
+        responses={200: ModelSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def ancestors(self, request: Request, pk: Any = None) -> Response:
+        """Parent chain of a model, nearest first (a bare list)."""
+        model = self.get_object()
+        include_self = request.query_params.get("include_self", "false").lower() == "true"
+        limit = header_int(request, "X-Limit") or DEFAULT_LINEAGE_LIMIT
+        lineage = [model_doc(m) for m in model_ancestors(model, limit=limit, include_self=include_self)]
+        if request.headers.get("X-Reverse", "").lower() == "true":
+            lineage.reverse()
+        return Response(lineage)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("X-Limit", int, OpenApiParameter.HEADER, required=False)],
+        responses={200: ModelSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def descendants(self, request: Request, pk: Any = None) -> Response:
+        """Child chain of a model, deepest first (a bare list)."""
+        model = self.get_object()
+        limit = header_int(request, "X-Limit") or DEFAULT_LINEAGE_LIMIT
+        return Response([model_doc(m) for m in model_descendants(model, limit=limit)])
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"], permission_classes=[AllowAny], filter_backends=[])
+    def download(self, request: Request, pk: Any = None) -> StreamingHttpResponse:
+        """The model's .npz, streamed as an attachment."""
+        model = self.get_object()
+        return artifacts.streaming_response(model.artifact.name, str(model.model_id), model.size)
+
+    @extend_schema(responses={200: {"type": "object", "properties": {"array": {"type": "array"}}}})
+    @action(detail=True, methods=["get"], permission_classes=[AllowAny], filter_backends=[])
+    def parameters(self, request: Request, pk: Any = None) -> Response:
+        """The model's weights as nested lists, layer by layer."""
+        model = self.get_object()
+        if model.size > MAX_PARAMETERS_BYTES:
+            raise ValidationError(
+                f"The model is {model.size} bytes; download it instead of listing its weights."
+            )
+        with (
+            artifacts.local_copy(model.artifact.name, suffix=".npz") as path,
+            np.load(path, allow_pickle=False) as npz,
+        ):
+            layers = [npz[str(index)].tolist() for index in range(len(npz.files))]
+        return Response({"array": layers})

@@ -1,0 +1,157 @@
+"""Global models: seed upload, commit, the active pointer, and lineage walks."""
+
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from apps.models.models import Model, artifact_key
+from controlplane import artifacts
+
+DEFAULT_LINEAGE_LIMIT = 10
+
+
+class ModelError(ValueError):
+    """The model file or request is refused; the message says why."""
+
+
+def validate_npz(path: Path) -> int:
+    """Check a numpyhelper model: an .npz of arrays "0".."n-1", no pickles. Returns the layer count."""
+    if not zipfile.is_zipfile(path):
+        raise ModelError("The model is not an .npz file.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            expected = [str(index) for index in range(len(names))]
+            if not names or sorted(names, key=lambda n: (len(n), n)) != expected:
+                raise ModelError('The .npz must hold arrays named "0".."n-1" (numpyhelper layout).')
+            for name in names:
+                layer = archive[name]
+                if layer.dtype.kind not in "biuf":
+                    raise ModelError(
+                        f"Layer {name} has dtype {layer.dtype}; only numeric arrays are allowed."
+                    )
+    except ModelError:
+        raise
+    except ValueError as exc:
+        # numpy raises ValueError for object arrays when pickles are refused.
+        raise ModelError(f"The model could not be read without pickle: {exc}") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"The model file is corrupt: {exc}") from exc
+    return len(names)
+
+
+def model_create_seed(*, upload: UploadedFile) -> Model:
+    """Store an uploaded seed model and make it the active model (FEDn's set_initial_model)."""
+    model_id = uuid.uuid4()
+    key = artifact_key(model_id)
+    try:
+        with artifacts.spool_upload(upload, settings.FEDPLANE_MAX_UPLOAD_BYTES) as spooled:
+            if spooled.size == 0:
+                raise ModelError("The uploaded file is empty.")
+            validate_npz(spooled.path)
+            artifacts.save(key, spooled.path)
+    except ModelError:
+        raise
+    except ValueError as exc:
+        raise ModelError(str(exc)) from exc
+    return model_commit(model_id=model_id, key=key, size=spooled.size, sha256=spooled.sha256, session_id=None)
+
+
+def model_commit(
+    *,
+    model_id: uuid.UUID,
+    key: str,
+    size: int,
+    sha256: str,
+    session_id: str | None,
+    parent: Model | None = None,
+    make_active: bool = True,
+) -> Model:
+    """Record a stored artifact as a global model; inside a session its parent is the active model."""
+    try:
+        with transaction.atomic():
+            if parent is None and session_id is not None:
+                parent = model_get_active()
+            if make_active:
+                Model.objects.filter(active=True).update(active=False)
+            return Model.objects.create(
+                model_id=model_id,
+                parent=parent,
+                session_id=session_id,
+                artifact=key,
+                size=size,
+                sha256=sha256,
+                active=make_active,
+            )
+    except Exception:
+        artifacts.delete(key)
+        raise
+
+
+@transaction.atomic
+def model_set_active(*, model: Model) -> Model:
+    Model.objects.filter(active=True).exclude(pk=model.pk).update(active=False)
+    Model.objects.filter(pk=model.pk).update(active=True)
+    model.active = True
+    return model
+
+
+def model_get_active() -> Model | None:
+    return Model.objects.filter(active=True).first()
+
+
+def model_get_initial() -> Model | None:
+    return Model.objects.order_by("committed_at", "pk").first()
+
+
+def model_find(identifier: str) -> Model | None:
+    """By model uuid or primary key."""
+    try:
+        found = Model.objects.filter(model_id=uuid.UUID(str(identifier))).first()
+    except ValueError:
+        found = None
+    if found is None and str(identifier).isdigit():
+        found = Model.objects.filter(pk=int(identifier)).first()
+    return found
+
+
+def model_ancestors(
+    model: Model, *, limit: int = DEFAULT_LINEAGE_LIMIT, include_self: bool = False
+) -> list[Model]:
+    """Nearest parent first; with include_self the model itself leads."""
+    lineage = [model] if include_self else []
+    current = model
+    seen = {model.pk}
+    while len(lineage) < limit and current.parent_id is not None:
+        parent = Model.objects.filter(model_id=current.parent_id).first()
+        if parent is None or parent.pk in seen:
+            break
+        lineage.append(parent)
+        seen.add(parent.pk)
+        current = parent
+    return lineage[:limit]
+
+
+def model_descendants(model: Model, *, limit: int = DEFAULT_LINEAGE_LIMIT) -> list[Model]:
+    """Follows the first-committed child downward; returned deepest first, as FEDn does."""
+    lineage: list[Model] = []
+    current = model
+    seen = {model.pk}
+    while len(lineage) < limit:
+        child = Model.objects.filter(parent_id=current.model_id).order_by("committed_at", "pk").first()
+        if child is None or child.pk in seen:
+            break
+        lineage.append(child)
+        seen.add(child.pk)
+        current = child
+    return list(reversed(lineage))
+
+
+def model_trail() -> list[Model]:
+    """Every global model in commit order (FEDn's model_trail)."""
+    return list(Model.objects.order_by("committed_at", "pk"))

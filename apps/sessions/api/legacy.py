@@ -1,0 +1,160 @@
+"""FEDn's legacy session, round, event and controller routes."""
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework import status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.sessions.api.serializers import report_doc, status_doc, validation_doc
+from apps.sessions.filtersets import StatusFilterSet, ValidationFilterSet
+from apps.sessions.models import Round, Session, Status, Validation
+from apps.sessions.services import (
+    PreconditionFailed,
+    SessionError,
+    controller_state,
+    session_config,
+    session_find,
+    session_start_legacy,
+)
+from controlplane.api.fields import as_http_date
+from controlplane.api.legacy import failure, required_param, window
+
+
+def legacy_config(session: Session) -> dict[str, Any]:
+    config = session_config(session)
+    config["committed_at"] = as_http_date(session.committed_at)
+    return config
+
+
+@api_view(["GET", "POST"])
+def start_session(request: Request) -> Response:
+    """Create and start a session from FEDn's start_session keyword arguments."""
+    body = request.data if request.method == "POST" else request.query_params.dict()
+    if hasattr(body, "dict"):
+        body = body.dict()
+    if not isinstance(body, dict):
+        raise ValidationError("The body must be a JSON object of start_session arguments.")
+    try:
+        session = session_start_legacy(body)
+    except PreconditionFailed as exc:
+        return failure(str(exc))
+    except SessionError as exc:
+        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    return Response(
+        {"success": True, "message": "Session started successfully.", "config": legacy_config(session)}
+    )
+
+
+@api_view(["GET"])
+def list_sessions(request: Request) -> Response:
+    sessions = Session.objects.order_by("-committed_at", "-pk")
+    return Response(
+        {"result": [legacy_config(s) for s in window(sessions, request)], "count": sessions.count()}
+    )
+
+
+@api_view(["GET"])
+def get_session(request: Request) -> Response:
+    identifier = required_param(request, "session_id", "Missing session id.")
+    session = session_find(identifier)
+    if session is None:
+        return failure(f"Session {identifier} not found.", status.HTTP_404_NOT_FOUND)
+    return Response({session.session_id: legacy_config(session), "status": session.status})
+
+
+def _round_entry(found: Round) -> dict[str, Any]:
+    return [report_doc(report) for report in found.reports.all()]
+
+
+@api_view(["GET"])
+def list_rounds(request: Request) -> Response:
+    rounds = Round.objects.prefetch_related("reports").order_by("number")
+    return Response({r.round_id: {"reducer": r.round_data, "combiners": _round_entry(r)} for r in rounds})
+
+
+@api_view(["GET"])
+def get_round(request: Request) -> Response:
+    round_id = required_param(request, "round_id", "Missing round id.")
+    found = Round.objects.prefetch_related("reports").filter(round_id=round_id).first()
+    if found is None:
+        return failure("Round not found.")
+    return Response({"round_id": found.round_id, "combiners": _round_entry(found)})
+
+
+def _filtered(filterset_class: Any, queryset: Any, request: Request) -> Any:
+    params = request.query_params.copy()
+    for key in ("limit", "skip"):
+        params.pop(key, None)
+    unknown = sorted(set(params) - set(filterset_class.base_filters))
+    if unknown:
+        raise ValidationError(f"Unknown filters: {', '.join(unknown)}")
+    filterset = filterset_class(data=params, queryset=queryset, request=request)
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    return filterset.qs
+
+
+@api_view(["GET"])
+def get_events(request: Request) -> Response:
+    events = _filtered(StatusFilterSet, Status.objects.order_by("-timestamp", "-pk"), request)
+    result = [status_doc(event, typed=False) for event in window(events, request)]
+    for doc in result:
+        doc.pop("id", None)
+    return Response({"result": result, "count": events.count()})
+
+
+@api_view(["GET"])
+def list_validations(request: Request) -> Response:
+    validations = _filtered(ValidationFilterSet, Validation.objects.order_by("-timestamp", "-pk"), request)
+    answer = {}
+    for validation in validations:
+        doc = validation_doc(validation)
+        answer[doc.pop("id")] = {
+            k: doc[k] for k in ("model_id", "data", "timestamp", "meta", "sender", "receiver")
+        }
+    return Response(answer)
+
+
+@api_view(["GET"])
+def get_controller_status(request: Request) -> Response:
+    return Response({"state": controller_state().state})
+
+
+@api_view(["GET"])
+def get_plot_data(request: Request) -> Response:
+    """Validation metrics for a box plot: the metric names, and a Plotly figure of one of them."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for data in Validation.objects.values_list("data", flat=True):
+        try:
+            metrics = json.loads(data)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(metrics, dict):
+            for name, value in metrics.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    values[name].append(float(value))
+    valid_metrics = sorted(values)
+    feature = request.query_params.get("feature") or (valid_metrics[0] if valid_metrics else None)
+    if feature is not None and feature not in values:
+        return failure(f"No validations report the metric {feature}.", status.HTTP_404_NOT_FOUND)
+    box_plot = None
+    if feature is not None:
+        figure = {
+            "data": [{"type": "box", "name": feature, "y": values[feature]}],
+            "layout": {"title": feature},
+        }
+        box_plot = json.dumps(figure)
+    return Response({"valid_metrics": valid_metrics, "box_plot": box_plot})
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request: Request) -> HttpResponse:
+    return HttpResponse("OK", content_type="text/plain")

@@ -1,0 +1,174 @@
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
+from apps.sessions.services import session_config
+from controlplane.api.fields import as_http_date, as_rfc3339
+
+
+def session_doc(instance: Session) -> dict[str, Any]:
+    config = session_config(instance)
+    config["committed_at"] = as_http_date(instance.committed_at)
+    return {
+        "id": str(instance.pk),
+        "session_id": instance.session_id,
+        "status": instance.status,
+        "status_reason": instance.status_reason,
+        "session_config": config,
+        "committed_at": as_http_date(instance.committed_at),
+        "rounds_completed": instance.rounds_completed,
+        "started_at": as_http_date(instance.started_at),
+        "finished_at": as_http_date(instance.finished_at),
+    }
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    """FEDn's session doc: {id, session_id, status, session_config, committed_at}."""
+
+    class Meta:
+        model = Session
+        fields = ["session_id"]
+
+    def to_representation(self, instance: Session) -> dict[str, Any]:
+        return session_doc(instance)
+
+
+def report_doc(report: CombinerReport) -> dict[str, Any]:
+    body = report.report or {}
+    return {
+        "name": report.combiner,
+        "status": report.status,
+        "model_id": report.model_id,
+        "round_id": body.get("config", {}).get("round_id") or report.round.round_id,
+        "num_examples": report.num_examples,
+        "participants": body.get("participants", []),
+        "reason": body.get("reason", ""),
+        "timings": body.get("timings", {}),
+        "data": body.get("data", {}),
+        "config": body.get("config", {}),
+        "time_exec_training": body.get("timings", {}).get("time_combination"),
+    }
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    """FEDn's round doc: {id, round_id, status, round_config, combiners, round_data}."""
+
+    class Meta:
+        model = Round
+        fields = ["round_id"]
+
+    def to_representation(self, instance: Round) -> dict[str, Any]:
+        return {
+            "id": str(instance.pk),
+            "round_id": instance.round_id,
+            "status": instance.status,
+            "status_reason": instance.status_reason,
+            "session_id": instance.session.session_id if instance.session else None,
+            "model_id": instance.model_id,
+            "round_config": instance.round_config,
+            "combiners": [report_doc(report) for report in instance.reports.all()],
+            "round_data": instance.round_data,
+        }
+
+
+def status_doc(instance: Status, typed: bool = True) -> dict[str, Any]:
+    sender = {"name": instance.sender_name, "role": instance.sender_role}
+    if not typed:
+        return {
+            "id": str(instance.pk),
+            "sender": sender,
+            "status": instance.status,
+            "logLevel": instance.log_level,
+            "data": instance.data,
+            "correlationId": instance.correlation_id,
+            "timestamp": as_rfc3339(instance.timestamp),
+            "type": instance.type,
+            "extra": instance.extra,
+            "sessionId": instance.session_id,
+        }
+    return {
+        "id": str(instance.pk),
+        "status": instance.status,
+        "timestamp": as_rfc3339(instance.timestamp),
+        "log_level": instance.log_level,
+        "data": instance.data,
+        "correlation_id": instance.correlation_id,
+        "type": instance.type,
+        "extra": instance.extra,
+        "session_id": instance.session_id,
+        "sender": sender,
+    }
+
+
+def validation_doc(instance: Validation, typed: bool = True) -> dict[str, Any]:
+    sender = {"name": instance.sender_name, "role": instance.sender_role}
+    receiver = {"name": instance.receiver_name, "role": instance.receiver_role}
+    if not typed:
+        return {
+            "id": str(instance.pk),
+            "sender": sender,
+            "receiver": receiver,
+            "modelId": instance.model_id,
+            "data": instance.data,
+            "correlationId": instance.correlation_id,
+            "timestamp": as_rfc3339(instance.timestamp),
+            "meta": instance.meta,
+            "sessionId": instance.session_id,
+        }
+    return {
+        "id": str(instance.pk),
+        "model_id": instance.model_id,
+        "data": instance.data,
+        "correlation_id": instance.correlation_id,
+        "timestamp": as_rfc3339(instance.timestamp),
+        "session_id": instance.session_id,
+        "meta": instance.meta,
+        "sender": sender,
+        "receiver": receiver,
+    }
+
+
+def skip_typing(context: dict[str, Any]) -> bool:
+    request = context.get("request")
+    return bool(request and request.headers.get("X-Skip-Typing", "").lower() == "true")
+
+
+class StatusSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Status
+        fields = ["status"]
+
+    def to_representation(self, instance: Status) -> dict[str, Any]:
+        return status_doc(instance, typed=not skip_typing(self.context))
+
+
+class ValidationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Validation
+        fields = ["model_id"]
+
+    def to_representation(self, instance: Validation) -> dict[str, Any]:
+        return validation_doc(instance, typed=not skip_typing(self.context))
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    session_id = serializers.CharField(required=False, allow_null=True, max_length=128)
+    session_config = serializers.DictField()
+
+
+class SessionStartSerializer(serializers.Serializer):
+    session_id = serializers.CharField(max_length=128)
+    rounds = serializers.IntegerField(min_value=1, required=False)
+
+
+class RoundReportSerializer(serializers.Serializer):
+    combiner = serializers.CharField(max_length=128)
+    status = serializers.ChoiceField(choices=["Success", "Failed"])
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    model_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    num_examples = serializers.IntegerField(required=False, min_value=0, default=0)
+    participants = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    timings = serializers.DictField(required=False, default=dict)
+    data = serializers.DictField(required=False, default=dict)
+    config = serializers.DictField(required=False, default=dict)

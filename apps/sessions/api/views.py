@@ -1,0 +1,171 @@
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.sessions.api.serializers import (
+    RoundReportSerializer,
+    RoundSerializer,
+    SessionCreateSerializer,
+    SessionSerializer,
+    SessionStartSerializer,
+    StatusSerializer,
+    ValidationSerializer,
+    session_doc,
+)
+from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
+from apps.sessions.models import Round, Session, Status, Validation
+from apps.sessions.services import (
+    SessionError,
+    round_find,
+    round_record_report,
+    session_create,
+    session_find,
+    session_start,
+    session_stop,
+    statuses_record,
+    validations_record,
+)
+from controlplane.api.auth import IsCombinerRole
+from controlplane.api.viewsets import FednReadViewSet
+
+
+def as_documents(data: Any) -> list[dict[str, Any]]:
+    docs = data if isinstance(data, list) else [data]
+    if not docs or not all(isinstance(doc, dict) for doc in docs):
+        raise ValidationError("Send one JSON object or a non-empty list of objects.")
+    return docs
+
+
+class SessionViewSet(FednReadViewSet):
+    queryset = Session.objects.all()
+    serializer_class = SessionSerializer
+    filterset_class = SessionFilterSet
+    entity_name = "Session"
+    default_sort_key = "session_id"
+    sort_fields = {"session_id": "session_id", "committed_at": "committed_at", "status": "status"}
+
+    def lookup(self, queryset: Any, value: str) -> Session | None:
+        return session_find(value)
+
+    @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
+    def create(self, request: Request) -> Response:
+        """Create a session from a session_config (FEDn 0.9.4+); it starts with POST /sessions/start."""
+        payload = SessionCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            session = session_create(
+                session_id=payload.validated_data.get("session_id"),
+                config=payload.validated_data["session_config"],
+            )
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response(session_doc(session), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=SessionStartSerializer, responses={200: {"type": "object"}})
+    @action(detail=False, methods=["post"], filter_backends=[])
+    def start(self, request: Request) -> Response:
+        """Start a created session."""
+        payload = SessionStartSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        session = session_find(payload.validated_data["session_id"])
+        if session is None:
+            raise NotFound(f"Session {payload.validated_data['session_id']} not found")
+        try:
+            session_start(session=session, rounds=payload.validated_data.get("rounds"))
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response({"message": "Session started", "session_id": session.session_id})
+
+    @extend_schema(request=None, responses={200: {"type": "object"}})
+    @action(detail=True, methods=["post"], filter_backends=[])
+    def stop(self, request: Request, pk: Any = None) -> Response:
+        """Ask a running session to stop after its current step."""
+        session = self.get_object()
+        try:
+            session = session_stop(session=session)
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response(
+            {"message": f"Session {session.session_id} is {session.status}.", "status": session.status}
+        )
+
+
+class RoundViewSet(FednReadViewSet):
+    queryset = Round.objects.select_related("session").prefetch_related("reports")
+    serializer_class = RoundSerializer
+    filterset_class = RoundFilterSet
+    entity_name = "Round"
+    default_sort_key = "round_id"
+    sort_fields = {"round_id": "number", "status": "status", "created_at": "created_at"}
+
+    def lookup(self, queryset: Any, value: str) -> Round | None:
+        return round_find(value)
+
+    @extend_schema(request=RoundReportSerializer, responses={201: {"type": "object"}})
+    @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
+    def reports(self, request: Request, pk: Any = None) -> Response:
+        """A combiner's report of its part of a round."""
+        found = self.get_object()
+        payload = RoundReportSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            round_record_report(round=found, report=payload.validated_data)
+        except SessionError as exc:
+            return Response({"success": False, "message": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"accepted": True}, status=status.HTTP_201_CREATED)
+
+
+class StatusViewSet(FednReadViewSet):
+    queryset = Status.objects.all()
+    serializer_class = StatusSerializer
+    filterset_class = StatusFilterSet
+    entity_name = "Status"
+    default_sort_key = "timestamp"
+    sort_fields = {
+        "timestamp": "timestamp",
+        "type": "type",
+        "sender.name": "sender_name",
+        "log_level": "log_level",
+    }
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "create":
+            return [IsCombinerRole()]
+        return super().get_permissions()
+
+    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
+    def create(self, request: Request) -> Response:
+        """Events forwarded by a combiner (FEDn's camelCase status documents)."""
+        try:
+            created = statuses_record(docs=as_documents(request.data))
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response({"created": created}, status=status.HTTP_201_CREATED)
+
+
+class ValidationViewSet(FednReadViewSet):
+    queryset = Validation.objects.all()
+    serializer_class = ValidationSerializer
+    filterset_class = ValidationFilterSet
+    entity_name = "Validation"
+    default_sort_key = "timestamp"
+    sort_fields = {"timestamp": "timestamp", "model_id": "model_id", "sender.name": "sender_name"}
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "create":
+            return [IsCombinerRole()]
+        return super().get_permissions()
+
+    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
+    def create(self, request: Request) -> Response:
+        """Validations forwarded by a combiner (FEDn's camelCase documents)."""
+        try:
+            created = validations_record(docs=as_documents(request.data))
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response({"created": created}, status=status.HTTP_201_CREATED)

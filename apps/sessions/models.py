@@ -1,0 +1,155 @@
+from django.db import models
+from django.db.models import Q
+
+from apps.sessions.choices import (
+    ControllerStateValue,
+    LogLevel,
+    Role,
+    RoundStatus,
+    SessionStatus,
+    StatusType,
+)
+
+
+class Session(models.Model):
+    """A training session; every key of FEDn's session_config is a typed field."""
+
+    session_id = models.CharField(max_length=128, unique=True)
+    status = models.CharField(
+        max_length=16, choices=SessionStatus.choices, default=SessionStatus.CREATED, db_index=True
+    )
+    status_reason = models.TextField(blank=True, default="")
+
+    aggregator = models.CharField(max_length=64, default="fedavg")
+    aggregator_kwargs = models.JSONField(blank=True, null=True)
+    round_timeout = models.PositiveIntegerField(default=180)
+    buffer_size = models.IntegerField(default=-1, help_text="-1: wait for every selected client.")
+    model_id = models.CharField(max_length=64, blank=True, null=True, help_text="Seed model of the session.")
+    rounds = models.PositiveIntegerField(default=5)
+    delete_models_storage = models.BooleanField(default=True)
+    clients_required = models.PositiveIntegerField(default=1)
+    clients_requested = models.PositiveIntegerField(default=8)
+    validate = models.BooleanField(default=True)
+    helper_type = models.CharField(max_length=64, default="numpyhelper")
+    task = models.CharField(max_length=32, blank=True, default="")
+    # Keys of a v1 session_config outside FEDn's documented set, kept as given.
+    extra_config = models.JSONField(blank=True, default=dict)
+
+    committed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    start_requested_at = models.DateTimeField(blank=True, null=True)
+    started_at = models.DateTimeField(blank=True, null=True)
+    finished_at = models.DateTimeField(blank=True, null=True)
+    rounds_completed = models.PositiveIntegerField(default=0)
+    stop_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-committed_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.session_id
+
+
+class Round(models.Model):
+    """One round of a session; round_id is FEDn's global counter ("1", "2", ...)."""
+
+    number = models.PositiveIntegerField(unique=True)
+    round_id = models.CharField(max_length=32, unique=True)
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="round_set", null=True, blank=True
+    )
+    status = models.CharField(
+        max_length=16, choices=RoundStatus.choices, default=RoundStatus.PENDING, db_index=True
+    )
+    status_reason = models.TextField(blank=True, default="")
+    round_config = models.JSONField(blank=True, default=dict)
+    round_data = models.JSONField(blank=True, default=dict)
+    model_id = models.CharField(
+        max_length=64, blank=True, null=True, help_text="Global model this round made."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"round {self.round_id}"
+
+
+class CombinerReport(models.Model):
+    """What one combiner reported for one round (an entry of FEDn's round `combiners` list)."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="reports")
+    combiner = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, default="Success")
+    model_id = models.CharField(max_length=64, blank=True, null=True)
+    num_examples = models.BigIntegerField(default=0)
+    report = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["round", "combiner"], name="one_report_per_combiner")]
+
+    def __str__(self) -> str:
+        return f"{self.combiner} @ round {self.round_id}"
+
+
+class Status(models.Model):
+    """An event (FEDn's `control.status`)."""
+
+    sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER)
+    status = models.TextField(blank=True, default="")
+    log_level = models.CharField(max_length=16, choices=LogLevel.choices, default=LogLevel.INFO)
+    data = models.TextField(blank=True, default="")
+    correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    timestamp = models.DateTimeField(db_index=True)
+    type = models.CharField(max_length=32, choices=StatusType.choices, default=StatusType.LOG, db_index=True)
+    extra = models.TextField(blank=True, default="")
+    session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name_plural = "statuses"
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.sender_name}: {self.status[:60]}"
+
+
+class Validation(models.Model):
+    """A client's validation of a model (FEDn's `control.validations`)."""
+
+    sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER)
+    receiver_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    receiver_role = models.CharField(max_length=16, choices=Role.choices, default=Role.COMBINER)
+    model_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    data = models.TextField(blank=True, default="", help_text="JSON of the metrics.")
+    correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    timestamp = models.DateTimeField(db_index=True)
+    meta = models.TextField(blank=True, default="")
+    session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.sender_name} on {self.model_id}"
+
+
+class ControllerState(models.Model):
+    """The controller's state, one row, in the database so every process sees the same."""
+
+    singleton = models.BooleanField(default=True, unique=True, editable=False)
+    state = models.CharField(
+        max_length=16, choices=ControllerStateValue.choices, default=ControllerStateValue.IDLE
+    )
+    session = models.ForeignKey(Session, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(singleton=True), name="controller_state_singleton")]
+
+    def __str__(self) -> str:
+        return self.state

@@ -1,0 +1,445 @@
+"""Sessions, rounds, events and validations: creation, start/stop requests, combiner reports.
+
+Running a session round by round is the job of the orchestration module; this module records
+requests and reports, and checks FEDn's preconditions.
+"""
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from apps.clients.services import clients_count_online
+from apps.models.services import model_find, model_get_active
+from apps.packages.services import package_get_active
+from apps.sessions.choices import (
+    ControllerStateValue,
+    LogLevel,
+    Role,
+    RoundStatus,
+    SessionStatus,
+    StatusType,
+)
+from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
+
+# Statuses in which a session holds the controller.
+ACTIVE_SESSION_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
+FINAL_SESSION_STATUSES = (SessionStatus.FINISHED, SessionStatus.STOPPED, SessionStatus.FAILED)
+
+# Called with a session's pk after a start is committed; the orchestration installs itself here.
+start_hooks: list[Callable[[int], None]] = []
+
+
+class SessionError(ValueError):
+    """A request about sessions the controller refuses; the message says why."""
+
+
+class PreconditionFailed(SessionError):
+    """FEDn answers these with 200 and success: false."""
+
+
+# ---------------------------------------------------------------- controller state
+
+
+def controller_state() -> ControllerState:
+    state, _ = ControllerState.objects.get_or_create(singleton=True)
+    return state
+
+
+def controller_state_set(value: ControllerStateValue, session: Session | None = None) -> None:
+    ControllerState.objects.update_or_create(singleton=True, defaults={"state": value, "session": session})
+
+
+# ---------------------------------------------------------------- session config
+
+SESSION_CONFIG_FIELDS = (
+    "aggregator",
+    "aggregator_kwargs",
+    "round_timeout",
+    "buffer_size",
+    "model_id",
+    "rounds",
+    "delete_models_storage",
+    "clients_required",
+    "clients_requested",
+    "validate",
+    "helper_type",
+    "task",
+)
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    raise SessionError(f"{name} must be a boolean")
+
+
+def _as_int(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SessionError(f"{name} must be an integer")
+    if minimum is not None and value < minimum:
+        raise SessionError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _as_str(value: Any, name: str, allow_empty: bool = True) -> str:
+    if not isinstance(value, str) or (not allow_empty and not value):
+        raise SessionError(f"{name} must be a{' non-empty' if not allow_empty else ''} string")
+    return value
+
+
+def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Typed session fields from a FEDn session_config dict; unknown keys go to extra_config."""
+    from fedplane.aggregators import AGGREGATOR_NAMES
+
+    cleaned: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in {"session_id", "committed_at"}:
+            continue
+        if key not in SESSION_CONFIG_FIELDS:
+            extra[key] = value
+            continue
+        name = f"session_config.{key}"
+        if key == "aggregator":
+            value = _as_str(value, name, allow_empty=False)
+            if value not in AGGREGATOR_NAMES:
+                raise SessionError(f"{name} must be one of {', '.join(AGGREGATOR_NAMES)}")
+        elif key == "aggregator_kwargs":
+            if value is not None and not isinstance(value, dict):
+                raise SessionError(f"{name} must be an object or null")
+        elif key in {"round_timeout", "rounds", "clients_requested"}:
+            value = _as_int(value, name, minimum=1)
+        elif key == "clients_required":
+            value = _as_int(value, name, minimum=0)
+        elif key == "buffer_size":
+            value = _as_int(value, name, minimum=-1)
+            if value == 0:
+                raise SessionError(f"{name} must be -1 (all selected clients) or positive")
+        elif key in {"delete_models_storage", "validate"}:
+            value = _as_bool(value, name)
+        elif key == "model_id":
+            if value is not None:
+                value = _as_str(value, name, allow_empty=False)
+                if model_find(value) is None:
+                    raise SessionError(f"{name}: model {value} not found")
+        elif key in {"helper_type", "task"}:
+            value = _as_str(value, name)
+        cleaned[key] = value
+    cleaned["extra_config"] = extra
+    return cleaned
+
+
+def session_config(session: Session) -> dict[str, Any]:
+    """The session_config dict as FEDn shows it (one shape for every session)."""
+    config = {field: getattr(session, field) for field in SESSION_CONFIG_FIELDS}
+    config.update(session.extra_config or {})
+    config["session_id"] = session.session_id
+    return config
+
+
+def session_find(identifier: str) -> Session | None:
+    found = Session.objects.filter(session_id=identifier).first()
+    if found is None and identifier.isdigit():
+        found = Session.objects.filter(pk=int(identifier)).first()
+    return found
+
+
+@transaction.atomic
+def session_create(
+    *, session_id: str | None, config: dict[str, Any], status: str = SessionStatus.CREATED
+) -> Session:
+    if session_id is not None and (
+        not isinstance(session_id, str) or not session_id or len(session_id) > 128
+    ):
+        raise SessionError("session_id must be a non-empty string of at most 128 characters")
+    session_id = session_id or str(uuid.uuid4())
+    if Session.objects.filter(session_id=session_id).exists():
+        raise SessionError(f"Session {session_id} already exists.")
+    fields = clean_session_config(config)
+    try:
+        with transaction.atomic():
+            return Session.objects.create(session_id=session_id, status=status, **fields)
+    except IntegrityError as exc:
+        raise SessionError(f"Session {session_id} already exists.") from exc
+
+
+# ---------------------------------------------------------------- start / stop
+
+LEGACY_START_KEYS = {
+    "session_id",
+    "aggregator",
+    "aggregator_kwargs",
+    "model_id",
+    "rounds",
+    "round_timeout",
+    "round_buffer_size",
+    "delete_models",
+    "validate",
+    "helper",
+    "min_clients",
+    "requested_clients",
+}
+
+
+def check_start_preconditions(*, min_clients: int) -> None:
+    """FEDn's checks before a session may start, in FEDn's order."""
+    if Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).exists():
+        raise PreconditionFailed("A session is already running.")
+    if package_get_active() is None:
+        raise PreconditionFailed("No compute package active. Set compute package with /set_package.")
+    if model_get_active() is None:
+        raise PreconditionFailed("No initial model set. Set initial model with /set_initial_model.")
+    if clients_count_online() < min_clients:
+        raise PreconditionFailed("Not enough clients available to start session.")
+
+
+def legacy_session_config(body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Map FEDn's start_session keyword arguments onto a session_config."""
+    unknown = sorted(set(body) - LEGACY_START_KEYS)
+    if unknown:
+        raise SessionError(f"Unknown start_session keys: {', '.join(unknown)}")
+    session_id = body.get("session_id")
+    config = {
+        "aggregator": body.get("aggregator", "fedavg"),
+        "aggregator_kwargs": body.get("aggregator_kwargs"),
+        "model_id": body.get("model_id"),
+        "rounds": body.get("rounds", 5),
+        "round_timeout": body.get("round_timeout", 180),
+        "buffer_size": body.get("round_buffer_size", -1),
+        "delete_models_storage": body.get("delete_models", True),
+        "validate": body.get("validate", True),
+        "helper_type": body.get("helper", "numpyhelper"),
+        "clients_required": body.get("min_clients", 1),
+        "clients_requested": body.get("requested_clients", 8),
+        "task": "",
+    }
+    if config["helper_type"] in (None, ""):
+        active = package_get_active()
+        config["helper_type"] = active.helper if active else "numpyhelper"
+    return session_id, config
+
+
+def session_start_legacy(body: dict[str, Any]) -> Session:
+    """FEDn's /start_session: create the session and start it, or refuse with the reason."""
+    session_id, config = legacy_session_config(body)
+    if session_id is not None and Session.objects.filter(session_id=session_id).exists():
+        raise PreconditionFailed("Session already exists.")
+    clean_session_config(config)
+    check_start_preconditions(min_clients=config["clients_required"])
+    with transaction.atomic():
+        session = session_create(session_id=session_id, config=config, status=SessionStatus.CREATED)
+        return session_start(session=session, rounds=session.rounds)
+
+
+def session_start(*, session: Session, rounds: int | None = None) -> Session:
+    """Request that a created session runs; the orchestration takes it from there."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.status != SessionStatus.CREATED:
+            raise PreconditionFailed(
+                f"Session {session.session_id} is {session.status}; only a Created session can start."
+            )
+        if rounds is not None:
+            session.rounds = _as_int(rounds, "rounds", minimum=1)
+        check_start_preconditions(min_clients=session.clients_required)
+        if session.model_id is None:
+            active = model_get_active()
+            session.model_id = str(active.model_id) if active else None
+        session.status = SessionStatus.INITIALIZED
+        session.start_requested_at = timezone.now()
+        session.save(update_fields=["rounds", "model_id", "status", "start_requested_at"])
+        for hook in start_hooks:
+            pk = session.pk
+            transaction.on_commit(lambda hook=hook, pk=pk: hook(pk))
+    return session
+
+
+def session_stop(*, session: Session) -> Session:
+    """Ask a running session to stop after its current step; a session not yet running stops now."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.status in FINAL_SESSION_STATUSES:
+            raise SessionError(f"Session {session.session_id} has already ended ({session.status}).")
+        session.stop_requested = True
+        if session.status in (SessionStatus.CREATED, SessionStatus.INITIALIZED):
+            session.status = SessionStatus.STOPPED
+            session.status_reason = "stopped before it started"
+            session.finished_at = timezone.now()
+        else:
+            session.status = SessionStatus.STOPPING
+        session.save(update_fields=["stop_requested", "status", "status_reason", "finished_at"])
+    return session
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def round_create(*, session: Session, round_config: dict[str, Any]) -> Round:
+    """A new round with the next global number (FEDn numbers rounds across sessions)."""
+    for _ in range(5):
+        number = (Round.objects.aggregate(top=Max("number"))["top"] or 0) + 1
+        try:
+            with transaction.atomic():
+                return Round.objects.create(
+                    number=number,
+                    round_id=str(number),
+                    session=session,
+                    round_config={**round_config, "round_id": str(number)},
+                )
+        except IntegrityError:
+            continue
+    raise SessionError("Could not allocate a round number; retry.")
+
+
+def round_find(identifier: str) -> Round | None:
+    found = Round.objects.filter(round_id=identifier).first()
+    if found is None and identifier.isdigit():
+        found = Round.objects.filter(pk=int(identifier)).first()
+    return found
+
+
+def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerReport:
+    """Store one combiner's report for a round; a second report from the same combiner is refused."""
+    if round.status not in (RoundStatus.PENDING,):
+        raise SessionError(f"Round {round.round_id} is {round.status}; it takes no more reports.")
+    combiner = report["combiner"]
+    try:
+        with transaction.atomic():
+            return CombinerReport.objects.create(
+                round=round,
+                combiner=combiner,
+                status=report.get("status", "Success"),
+                model_id=report.get("model_id") or None,
+                num_examples=report.get("num_examples") or 0,
+                report=report,
+            )
+    except IntegrityError as exc:
+        raise SessionError(f"Combiner {combiner} has already reported round {round.round_id}.") from exc
+
+
+# ---------------------------------------------------------------- events and validations
+
+
+def _enum_name(value: Any, choices: type, default: str, name: str) -> str:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        names = list(choices.values)
+        if 0 <= value < len(names):
+            return names[value]
+    if isinstance(value, str) and value in choices.values:
+        return value
+    raise SessionError(f"{name}: unknown value {value!r}")
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if value in (None, ""):
+        return timezone.now()
+    moment = parse_datetime(str(value)) if isinstance(value, str) else None
+    if moment is None:
+        raise SessionError(f"timestamp: '{value}' is not an RFC 3339 timestamp")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt.UTC)
+
+
+def _party(doc: dict[str, Any], key: str, default_role: str) -> tuple[str, str]:
+    party = doc.get(key) or {}
+    if not isinstance(party, dict):
+        raise SessionError(f"{key} must be an object with name and role")
+    name = party.get("name", "")
+    if not isinstance(name, str):
+        raise SessionError(f"{key}.name must be a string")
+    return name, _enum_name(party.get("role"), Role, default_role, f"{key}.role")
+
+
+def _text(doc: dict[str, Any], *keys: str) -> str:
+    for key in keys:
+        if key in doc and doc[key] is not None:
+            value = doc[key]
+            if not isinstance(value, str):
+                raise SessionError(f"{key} must be a string")
+            return value
+    return ""
+
+
+def status_from_doc(doc: dict[str, Any]) -> Status:
+    if not isinstance(doc, dict):
+        raise SessionError("each status must be an object")
+    sender_name, sender_role = _party(doc, "sender", Role.WORKER)
+    return Status(
+        sender_name=sender_name,
+        sender_role=sender_role,
+        status=_text(doc, "status"),
+        log_level=_enum_name(doc.get("logLevel", doc.get("log_level")), LogLevel, LogLevel.INFO, "logLevel"),
+        data=_text(doc, "data"),
+        correlation_id=_text(doc, "correlationId", "correlation_id"),
+        timestamp=_timestamp(doc.get("timestamp")),
+        type=_enum_name(doc.get("type"), StatusType, StatusType.LOG, "type"),
+        extra=_text(doc, "extra"),
+        session_id=_text(doc, "sessionId", "session_id"),
+    )
+
+
+def validation_from_doc(doc: dict[str, Any]) -> Validation:
+    if not isinstance(doc, dict):
+        raise SessionError("each validation must be an object")
+    sender_name, sender_role = _party(doc, "sender", Role.WORKER)
+    receiver_name, receiver_role = _party(doc, "receiver", Role.COMBINER)
+    return Validation(
+        sender_name=sender_name,
+        sender_role=sender_role,
+        receiver_name=receiver_name,
+        receiver_role=receiver_role,
+        model_id=_text(doc, "modelId", "model_id"),
+        data=_text(doc, "data"),
+        correlation_id=_text(doc, "correlationId", "correlation_id"),
+        timestamp=_timestamp(doc.get("timestamp")),
+        meta=_text(doc, "meta"),
+        session_id=_text(doc, "sessionId", "session_id"),
+    )
+
+
+def statuses_record(*, docs: list[dict[str, Any]]) -> int:
+    rows = [status_from_doc(doc) for doc in docs]
+    Status.objects.bulk_create(rows)
+    return len(rows)
+
+
+def validations_record(*, docs: list[dict[str, Any]]) -> int:
+    rows = [validation_from_doc(doc) for doc in docs]
+    Validation.objects.bulk_create(rows)
+    return len(rows)
+
+
+def event_log(
+    text: str,
+    *,
+    session_id: str = "",
+    level: str = LogLevel.INFO,
+    event_type: str = StatusType.LOG,
+    sender: str = "controller",
+) -> Status:
+    """A status written by the controller itself."""
+    return Status.objects.create(
+        sender_name=sender,
+        sender_role=Role.REDUCER,
+        status=text,
+        log_level=level,
+        type=event_type,
+        timestamp=timezone.now(),
+        session_id=session_id,
+    )
+
+
+def package_change_guard() -> str | None:
+    """Packages may not change under a running session."""
+    if Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).exists():
+        return "A session is running; set the compute package when it has ended."
+    return None

@@ -1,0 +1,69 @@
+"""Filters in FEDn's style: exact string matches under snake_case, camelCase and dotted names.
+
+In POST /list and /count bodies a value with commas means any-of, as in FEDn.
+"""
+
+from typing import Any
+
+import django_filters
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_date, parse_datetime
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+
+
+class FednFilter(django_filters.CharFilter):
+    """Exact match; any-of for comma-separated values posted in a filter body."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if value in (None, ""):
+            return qs
+        request = getattr(self.parent, "request", None)
+        if request is not None and request.method == "POST" and "," in value:
+            values = [item for item in value.split(",") if item != ""]
+            return qs.filter(**{f"{self.field_name}__in": values})
+        return super().filter(qs, value)
+
+
+class FednDateTimeFilter(django_filters.CharFilter):
+    """A day (`2024-05-22`) matches that date; a full timestamp matches exactly."""
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if value in (None, ""):
+            return qs
+        moment = parse_datetime(value.replace(" ", "T", 1))
+        if moment is not None:
+            return qs.filter(**{self.field_name: moment})
+        day = parse_date(value)
+        if day is not None:
+            return qs.filter(**{f"{self.field_name}__date": day})
+        raise ValidationError({self.field_name: f"'{value}' is not a date or timestamp"})
+
+
+def add_aliases(filterset: type[django_filters.FilterSet], aliases: dict[str, str]) -> None:
+    """Serve each filter also under FEDn's other spellings (`sessionId`, `sender.name`)."""
+    for alias, target in aliases.items():
+        filterset.base_filters[alias] = filterset.base_filters[target]
+
+
+class FednFilterBackend(DjangoFilterBackend):
+    """Reads filters from the query string, or from the JSON/form body on POST."""
+
+    def get_filterset_kwargs(self, request: Request, queryset: QuerySet, view: Any) -> dict[str, Any]:
+        kwargs = super().get_filterset_kwargs(request, queryset, view)
+        if request.method == "POST":
+            kwargs["data"] = body_filters(request)
+        return kwargs
+
+
+def body_filters(request: Request) -> dict[str, str]:
+    data = request.data
+    if hasattr(data, "dict"):
+        data = data.dict()
+    if not isinstance(data, dict):
+        raise ValidationError("The filter body must be a JSON object of strings")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise ValidationError({key: "filter values must be strings (comma-separated for any-of)"})
+    return data

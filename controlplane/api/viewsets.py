@@ -1,0 +1,90 @@
+"""One base for every /api/v1/<entity>/ resource: list, POST list, count, get by id or natural key."""
+
+from typing import Any, ClassVar
+
+from django.db.models import F, Model, QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from controlplane.api.filters import FednFilterBackend
+
+SORT_HEADERS = [
+    OpenApiParameter("X-Sort-Key", str, OpenApiParameter.HEADER, required=False),
+    OpenApiParameter("X-Sort-Order", str, OpenApiParameter.HEADER, required=False, enum=["asc", "desc"]),
+    OpenApiParameter("X-Limit", int, OpenApiParameter.HEADER, required=False),
+    OpenApiParameter("X-Skip", int, OpenApiParameter.HEADER, required=False),
+]
+
+
+class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
+    """Read routes of one entity in FEDn's shapes.
+
+    Subclasses declare `queryset`, `serializer_class`, `filterset_class`, `sort_fields`
+    (FEDn key -> ORM field), `default_sort_key` and optionally `natural_key`.
+    """
+
+    filter_backends = [FednFilterBackend]
+    lookup_value_regex = "[^/]+"
+    sort_fields: ClassVar[dict[str, str]] = {}
+    default_sort_key: ClassVar[str] = ""
+    natural_key: ClassVar[str | None] = None
+    entity_name: ClassVar[str] = "object"
+
+    def sort_queryset(self, queryset: QuerySet) -> QuerySet:
+        key = self.request.headers.get("X-Sort-Key") or self.default_sort_key
+        if key not in self.sort_fields:
+            allowed = ", ".join(sorted(self.sort_fields))
+            raise ValidationError({"X-Sort-Key": f"cannot sort by '{key}'; use one of: {allowed}"})
+        descending = self.request.headers.get("X-Sort-Order", "").lower() != "asc"
+        field = F(self.sort_fields[key])
+        # Missing values sort lowest, as in FEDn's MongoDB: last when descending, first when ascending.
+        if descending:
+            return queryset.order_by(field.desc(nulls_last=True), F("pk").desc())
+        return queryset.order_by(field.asc(nulls_first=True), F("pk").asc())
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        queryset = super().filter_queryset(queryset)
+        if self.action in {"list", "list_post"}:
+            queryset = self.sort_queryset(queryset)
+        return queryset
+
+    def get_object(self) -> Model:
+        value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        queryset = self.get_queryset()
+        found = self.lookup(queryset, value)
+        if found is None:
+            raise NotFound(f"{self.entity_name} {value} not found")
+        self.check_object_permissions(self.request, found)
+        return found
+
+    def lookup(self, queryset: QuerySet, value: str) -> Model | None:
+        if self.natural_key:
+            try:
+                found = queryset.filter(**{self.natural_key: value}).first()
+            except (ValueError, TypeError):
+                found = None
+            if found is not None:
+                return found
+        if value.isdigit():
+            return queryset.filter(pk=int(value)).first()
+        return None
+
+    @extend_schema(parameters=SORT_HEADERS)
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(parameters=SORT_HEADERS, request={"application/json": {"type": "object"}})
+    @action(detail=False, methods=["post"], url_path="list")
+    def list_post(self, request: Request) -> Response:
+        """The list, filtered by a JSON body of strings; a comma-separated value means any-of."""
+        return self.list(request)
+
+    @extend_schema(responses={200: int}, request={"application/json": {"type": "object"}})
+    @action(detail=False, methods=["get", "post"])
+    def count(self, request: Request) -> Response:
+        """The number of matching objects, as a bare integer."""
+        return Response(self.filter_queryset(self.get_queryset()).count())
