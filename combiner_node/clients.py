@@ -30,6 +30,11 @@ class TaskQueue:
                 self._ready.wait(timeout)
             return self._items.popleft() if self._items else None
 
+    def wake(self) -> None:
+        """Release a waiting get() early (stream closed or server stopping)."""
+        with self._ready:
+            self._ready.notify_all()
+
     def discard(self, correlation_ids: set[str]) -> int:
         with self._ready:
             kept = [task for task in self._items if task.correlation_id not in correlation_ids]
@@ -106,6 +111,12 @@ class ClientRegistry:
         with self._lock:
             queues = [state.tasks for state in self._clients.values()]
         return sum(tasks.discard(correlation_ids) for tasks in queues)
+
+    def wake_all(self) -> None:
+        with self._lock:
+            queues = [state.tasks for state in self._clients.values()]
+        for tasks in queues:
+            tasks.wake()
 
     def transitions(self) -> list[ClientTransition]:
         """Online/offline changes since the last call; each change is returned once."""

@@ -110,6 +110,7 @@ class CombinerNode:
             return
         self.stopping.set()
         self._health.enter_graceful_shutdown()
+        self.registry.wake_all()
         self.rounds.shutdown(timeout=grace)
         self.server.stop(grace).wait(grace + 1)
         self._report_transitions()

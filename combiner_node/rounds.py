@@ -130,7 +130,7 @@ class RoundHandler:
         self._aggregator_names = aggregator_names
         self._scratch = workdir / "scratch"
         self._scratch.mkdir(parents=True, exist_ok=True)
-        self._jobs: queue.Queue[tuple[str, RoundConfig]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[str, RoundConfig] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._current: ActiveRound | None = None
         self._previous_round_ids: set[str] = set()
@@ -149,6 +149,7 @@ class RoundHandler:
     def shutdown(self, timeout: float) -> None:
         self._stopping.set()
         self.stop_current("combiner shutting down")
+        self._jobs.put(None)  # wakes the worker at once
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -299,11 +300,14 @@ class RoundHandler:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                job_id, config = self._jobs.get(timeout=0.5)
+                job = self._jobs.get(timeout=0.5)
             except queue.Empty:
                 if self._jobs.empty():
                     self._idle.set()
                 continue
+            if job is None:
+                return
+            job_id, config = job
             try:
                 if config.task == "training":
                     self._run_training(job_id, config)

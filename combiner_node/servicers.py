@@ -81,6 +81,7 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
     ) -> Iterator[fedn_pb2.TaskRequest]:
         client = _client_name(request.sender, context)
         tasks = self.registry.touch(client).tasks
+        context.add_callback(tasks.wake)
         text = f"Client {client} connecting to TaskStream."
         logger.info("%s", text)
         self.reporter.post("/api/v1/statuses/", combiner_status(self.name, text))
