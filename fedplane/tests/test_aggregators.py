@@ -179,3 +179,228 @@ def test_create_aggregator_refuses_unknown_names_and_parameters(tmp_path: Path) 
         create_aggregator("fedavg", {"learning_rate": 1.0}, tmp_path)
     with pytest.raises(ValueError, match="dict"):
         create_aggregator("fedavg", "serveropt=adam", tmp_path)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ fedopt
+
+
+class ReferenceFedOpt:
+    """The spec's formulas (§6.2), written out directly in float64 on whole models."""
+
+    def __init__(self, serveropt: str, lr=1e-3, beta1=0.9, beta2=0.99, tau=1e-4) -> None:
+        self.serveropt, self.lr, self.beta1, self.beta2, self.tau = serveropt, lr, beta1, beta2, tau
+        self.m: list[np.ndarray] | None = None
+        self.v: list[np.ndarray] | None = None
+
+    def round(self, old: list[np.ndarray], updates, weights) -> list[np.ndarray]:
+        b1, b2, tau = self.beta1, self.beta2, self.tau
+        g = [
+            sum(w * (u[i].astype(np.float64) - old[i]) for u, w in zip(updates, weights, strict=True))
+            / sum(weights)
+            for i in range(len(old))
+        ]
+        if self.m is None:
+            self.m = [(1 - b1) * gi for gi in g]
+            self.v = [np.full(gi.shape, tau**2) for gi in g]
+        else:
+            self.m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(self.m, g, strict=True)]
+        assert self.v is not None
+        if self.serveropt == "adam":
+            self.v = [b2 * vi + (1 - b2) * gi**2 for vi, gi in zip(self.v, g, strict=True)]
+        elif self.serveropt == "yogi":
+            self.v = [vi - (1 - b2) * gi**2 * np.sign(vi - gi**2) for vi, gi in zip(self.v, g, strict=True)]
+        else:
+            self.v = [vi + gi**2 for vi, gi in zip(self.v, g, strict=True)]
+        return [o + self.lr * mi / (np.sqrt(vi) + tau) for o, mi, vi in zip(old, self.m, self.v, strict=True)]
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    serveropt=st.sampled_from(["adam", "yogi", "adagrad"]),
+    rounds_count=st.integers(2, 3),
+    lr=st.sampled_from([1, 0.1, 1e-3]),
+)
+def test_fedopt_follows_the_spec_formulas_across_rounds(
+    tmp_path: Path, seed: int, serveropt: str, rounds_count: int, lr: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    # ints are accepted for float parameters (FEDn refuses learning_rate=1)
+    aggregator = create_aggregator("fedopt", {"serveropt": serveropt, "learning_rate": lr}, tmp_path / "w")
+    reference = ReferenceFedOpt(serveropt, lr=lr)
+    model = [layer.astype(np.float64) for layer in random_model(rng, np.float64)]
+    for _ in range(rounds_count):
+        weights = list(rng.integers(1, 100, size=int(rng.integers(1, 4))))
+        updates = [[layer + 0.1 * rng.standard_normal(layer.shape) for layer in model] for _ in weights]
+        got = run_round(aggregator, tmp_path, model, updates, weights)
+        want = reference.round(model, updates, weights)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        model = got
+
+
+def test_fedopt_works_without_parameters_and_keeps_float32(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    model = random_model(rng)
+    updates = [[layer + 0.05 * rng.standard_normal(layer.shape).astype(np.float32) for layer in model]]
+    got = run_round(create_aggregator("fedopt", None, tmp_path / "w"), tmp_path, model, updates, [10])
+    want = ReferenceFedOpt("adam").round([layer.astype(np.float64) for layer in model], updates, [10])
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"serveropt": "sgd"},
+        {"learning_rate": "0.1"},
+        {"learning_rate": -1.0},
+        {"beta1": 1.0},
+        {"beta2": True},
+        {"tau": 0},
+        {"momentum": 0.9},
+    ],
+)
+def test_fedopt_refuses_bad_parameters(tmp_path: Path, params: dict) -> None:
+    with pytest.raises(ValueError):
+        create_aggregator("fedopt", params, tmp_path)
+
+
+# ------------------------------------------------------------------ robust aggregators
+
+
+def flat(model: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([layer.astype(np.float64).ravel() for layer in model])
+
+
+def unflatten(vector: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    out, start = [], 0
+    for layer in like:
+        out.append(vector[start : start + layer.size].reshape(layer.shape))
+        start += layer.size
+    return out
+
+
+robust_rounds = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 9))
+
+
+@FAST
+@given(case=robust_rounds)
+def test_fedmedian_is_the_coordinatewise_median(tmp_path: Path, case) -> None:
+    seed, n = case
+    rng = np.random.default_rng(seed)
+    updates = [random_model(rng) for _ in range(n)]
+    weights = list(rng.integers(1, 50, n))
+    got = run_round(
+        create_aggregator("fedmedian", None, tmp_path / "w"), tmp_path, random_model(rng), updates, weights
+    )
+    want = unflatten(np.median(np.stack([flat(u) for u in updates]), axis=0), updates[0])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@FAST
+@given(case=robust_rounds, beta=st.sampled_from([0, 0.1, 0.25, 0.49]))
+def test_trimmedmean_drops_the_extremes_per_coordinate(tmp_path: Path, case, beta: float) -> None:
+    seed, n = case
+    rng = np.random.default_rng(seed)
+    updates = [random_model(rng) for _ in range(n)]
+    aggregator = create_aggregator("trimmedmean", {"beta": beta}, tmp_path / "w")
+    got = run_round(aggregator, tmp_path, random_model(rng), updates, [1] * n)
+    cut = int(np.floor(beta * n))
+    ordered = np.sort(np.stack([flat(u) for u in updates]), axis=0)
+    want = unflatten(ordered[cut : n - cut].mean(axis=0), updates[0])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def brute_force_krum_ranking(updates: list[list[np.ndarray]], f: int) -> np.ndarray:
+    vectors = [flat(u) for u in updates]
+    n = len(vectors)
+    neighbours = n - f - 2
+    scores = []
+    for i in range(n):
+        distances = sorted(float(np.sum((vectors[i] - vectors[j]) ** 2)) for j in range(n) if j != i)
+        scores.append(sum(distances[:neighbours]))
+    return np.argsort(scores, kind="stable")
+
+
+@FAST
+@given(seed=st.integers(0, 2**32 - 1), honest=st.integers(3, 7), f=st.integers(0, 2), multi=st.booleans())
+def test_krum_and_multikrum_match_brute_force_and_exclude_outliers(
+    tmp_path: Path, seed: int, honest: int, f: int, multi: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    centre = random_model(rng)
+    updates = [
+        [layer + 0.1 * rng.standard_normal(layer.shape).astype(np.float32) for layer in centre]
+        for _ in range(honest)
+    ]
+    outliers = [[layer + rng.choice([-50.0, 50.0]) for layer in centre] for _ in range(f)]
+    positions = rng.permutation(honest + f)
+    mixed: list = [None] * (honest + f)
+    for k, update in zip(positions, updates + outliers, strict=True):
+        mixed[k] = update
+    outlier_positions = set(positions[honest:].tolist())
+    weights = [int(w) for w in rng.integers(1, 100, honest + f)]
+    ranking = brute_force_krum_ranking(mixed, f)
+    if multi:
+        params: dict = {"f": f} if seed % 2 else {"f": f, "m": honest}
+        got = run_round(
+            create_aggregator("multikrum", params, tmp_path / "w"), tmp_path, centre, mixed, weights
+        )
+        chosen = sorted(ranking[:honest].tolist())
+        assert not outlier_positions & set(chosen)
+        want_vector = np.average(
+            np.stack([flat(mixed[k]) for k in chosen]), axis=0, weights=[weights[k] for k in chosen]
+        )
+        want = unflatten(want_vector, centre)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    else:
+        got = run_round(create_aggregator("krum", {"f": f}, tmp_path / "w"), tmp_path, centre, mixed, weights)
+        best = int(ranking[0])
+        assert best not in outlier_positions
+        for a, b in zip(got, mixed[best], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_robust_aggregators_stream_blocks_smaller_than_a_layer(tmp_path: Path, monkeypatch) -> None:
+    from fedplane.aggregators import robust
+
+    monkeypatch.setattr(robust, "BLOCK_BUDGET_BYTES", 1024)
+    monkeypatch.setattr(
+        robust, "MIN_BLOCK_ELEMS", 16
+    )  # a few coordinates per block, several blocks per layer
+    rng = np.random.default_rng(6)
+    updates = [[rng.standard_normal(100).astype(np.float32), rng.standard_normal((9, 11))] for _ in range(5)]
+    global_model = [np.zeros(100, np.float32), np.zeros((9, 11))]
+    got = run_round(
+        create_aggregator("fedmedian", None, tmp_path / "a"), tmp_path, global_model, updates, [1] * 5
+    )
+    for i in range(2):
+        np.testing.assert_allclose(got[i], np.median(np.stack([u[i] for u in updates]), axis=0), rtol=1e-6)
+    ranking = brute_force_krum_ranking(updates, 1)
+    got = run_round(
+        create_aggregator("krum", {"f": 1}, tmp_path / "b"), tmp_path, global_model, updates, [1] * 5
+    )
+    np.testing.assert_array_equal(got[1], updates[int(ranking[0])][1])
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("trimmedmean", {"beta": 0.5}),
+        ("trimmedmean", {"beta": -0.1}),
+        ("trimmedmean", {"beta": "0.1"}),
+        ("krum", {"f": -1}),
+        ("krum", {"f": 1.5}),
+        ("krum", {"m": 2}),
+        ("multikrum", {"m": 0}),
+        ("fedmedian", {"beta": 0.1}),
+    ],
+)
+def test_robust_aggregators_refuse_bad_parameters(tmp_path: Path, name: str, params: dict) -> None:
+    with pytest.raises(ValueError):
+        create_aggregator(name, params, tmp_path)
