@@ -533,8 +533,13 @@ class Dispatcher:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, entry_point: str, *args: str, timeout: float) -> EntryPointResult:
-        """Run an entry point with arguments; raise EntryPointFailed on failure or timeout."""
+    def run(
+        self, entry_point: str, *args: str, timeout: float, cancel: threading.Event | None = None
+    ) -> EntryPointResult:
+        """Run an entry point with arguments; raise EntryPointFailed on failure or timeout.
+
+        Setting `cancel` (e.g. on shutdown) kills the child like a timeout does.
+        """
         if entry_point not in self.entry_points:
             raise EntryPointFailed(entry_point, None, f"no entry point '{entry_point}' in {FEDN_YAML}")
         command = self.entry_points[entry_point]
@@ -542,7 +547,7 @@ class Dispatcher:
             argv = [*command, *args]
         else:
             argv = ["bash", "-c", " ".join([command, *(shlex.quote(str(a)) for a in args)])]
-        return self._run_argv(entry_point, argv, timeout, env=self._entry_point_env())
+        return self._run_argv(entry_point, argv, timeout, env=self._entry_point_env(), cancel=cancel)
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -562,7 +567,13 @@ class Dispatcher:
         return env
 
     def _run_argv(
-        self, name: str, argv: Sequence[str], timeout: float, *, env: dict[str, str]
+        self,
+        name: str,
+        argv: Sequence[str],
+        timeout: float,
+        *,
+        env: dict[str, str],
+        cancel: threading.Event | None = None,
     ) -> EntryPointResult:
         if timeout <= 0:
             raise EntryPointFailed(name, None, "no time left to run", timed_out=True)
@@ -587,12 +598,21 @@ class Dispatcher:
         err_reader = _TailReader(process.stderr, STDERR_TAIL_BYTES, f"entry_point={name} stream=stderr")
         out_reader.start()
         err_reader.start()
-        timed_out = False
+        timed_out = cancelled = False
+        deadline = started + timeout
         try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(process)
+            while process.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    _kill_group(process)
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    _kill_group(process)
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=min(remaining, 0.2))
         except BaseException:
             _kill_group(process)
             raise
@@ -601,6 +621,10 @@ class Dispatcher:
             err_reader.join(timeout=5)
         duration = time.monotonic() - started
         stderr_tail = err_reader.text()
+        if cancelled:
+            raise EntryPointFailed(
+                name, process.returncode, stderr_tail + "\n[cancelled: client shutting down]"
+            )
         if timed_out or process.returncode != 0:
             logger.warning(
                 "event=entry_point_failed entry_point=%s returncode=%s timed_out=%s seconds=%.2f",
