@@ -20,9 +20,16 @@ EMBEDDED_TESTS ?= -m "not e2e and not compat" $(wildcard $(EMBEDDED_TEST_PATHS))
 PYTEST_ARGS ?= -ra
 ARGS ?=
 
+# The service ports are fixed, so concurrent test runs on one machine take turns (up to 30 min).
+# Children get fd 9 closed (9>&-) so no long-lived process keeps holding the lock.
+define hold_services_lock
+mkdir -p var/run; exec 9>var/run/services.lock; \
+flock -w 1800 9 || { echo "error: another test run held var/run/services.lock for 30 min" >&2; exit 1; }
+endef
+
 # pytest exit code 5 means nothing was collected: a broken selection, so it counts as a failure.
 define run_pytest
-rc=0; $(PYTEST) $(1) || rc=$$?; \
+rc=0; $(PYTEST) $(1) 9>&- || rc=$$?; \
 if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 endef
 
@@ -49,7 +56,7 @@ deps: ## apt-install redis-server and postgresql when missing (needs root)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	[ -x $(PY) ] || $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" -ne 0 ]; then echo "error: missing system packages:$$missing (run 'make deps' as root)" >&2; exit 1; fi; \
 		echo "installing system packages:$$missing"; \
@@ -85,13 +92,14 @@ check: install ## Django system checks and missing migrations
 
 test: deps install ## CI: services up, then protos, lint, checks, full suite on PG+S3+Redis, embedded pass
 	@set -uo pipefail; failed=""; \
+	$(hold_services_lock); \
 	trap '$(SERVICES) stop' EXIT; \
-	started=$$SECONDS; $(SERVICES) start || exit 1; \
+	started=$$SECONDS; $(SERVICES) start 9>&- || exit 1; \
 	echo "== services started in $$((SECONDS - started))s"; \
 	eval "$$($(SERVICES) env)"; \
 	for step in check-protos lint check test-full test-embedded; do \
 		echo "== $$step"; started=$$SECONDS; \
-		if $(MAKE) --no-print-directory $$step; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
+		if $(MAKE) --no-print-directory $$step 9>&-; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
 		echo "== $$step: $$result in $$((SECONDS - started))s"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== make test FAILED:$$failed" >&2; exit 1; fi; \
@@ -108,8 +116,9 @@ test-embedded: install ## storage/API tests on the embedded defaults (SQLite, fi
 test-compat: deps install ## tests against fedn==0.9.5 in its own venv (.fedn095)
 	@if [ -f scripts/fedn_venv.sh ]; then bash scripts/fedn_venv.sh; \
 	else echo "warning: scripts/fedn_venv.sh not found; using .fedn095 as it is" >&2; fi
-	@trap '$(SERVICES) stop' EXIT; \
-	$(SERVICES) start; \
+	@$(hold_services_lock); \
+	trap '$(SERVICES) stop' EXIT; \
+	$(SERVICES) start 9>&-; \
 	eval "$$($(SERVICES) env)"; \
 	$(call run_pytest,-m compat $(PYTEST_ARGS))
 
