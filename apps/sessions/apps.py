@@ -9,7 +9,9 @@ class FlSessionsConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.packages import services as package_services
-        from apps.sessions.services import package_change_guard
+        from apps.sessions import services
 
-        if package_change_guard not in package_services.change_guards:
-            package_services.change_guards.append(package_change_guard)
+        if services.package_change_guard not in package_services.change_guards:
+            package_services.change_guards.append(services.package_change_guard)
+        if services.enqueue_session_advance not in services.start_hooks:
+            services.start_hooks.append(services.enqueue_session_advance)

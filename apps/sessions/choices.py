@@ -48,3 +48,12 @@ class Role(models.TextChoices):
     COMBINER = "COMBINER", "Combiner"
     REDUCER = "REDUCER", "Reducer"
     OTHER = "OTHER", "Other"
+
+
+class SessionStep(models.TextChoices):
+    PENDING = "pending", "Waiting to start"
+    NEXT_ROUND = "next_round", "Starting the next round"
+    STARTING = "starting", "Sending the round to combiners"
+    TRAINING = "training", "Waiting for combiner reports"
+    VALIDATING = "validating", "Waiting for validations"
+    DONE = "done", "Done"

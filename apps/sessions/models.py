@@ -7,6 +7,7 @@ from apps.sessions.choices import (
     Role,
     RoundStatus,
     SessionStatus,
+    SessionStep,
     StatusType,
 )
 
@@ -41,6 +42,16 @@ class Session(models.Model):
     finished_at = models.DateTimeField(blank=True, null=True)
     rounds_completed = models.PositiveIntegerField(default=0)
     stop_requested = models.BooleanField(default=False)
+
+    # Orchestration: the step the state machine is at, and who is working on it until when.
+    step = models.CharField(max_length=16, choices=SessionStep.choices, default=SessionStep.PENDING)
+    step_deadline = models.DateTimeField(blank=True, null=True)
+    current_round = models.ForeignKey(
+        "Round", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    lease_token = models.CharField(max_length=32, blank=True, default="")
+    lease_until = models.DateTimeField(blank=True, null=True)
+    next_run_at = models.DateTimeField(blank=True, null=True, db_index=True)
 
     class Meta:
         ordering = ["-committed_at", "-id"]
@@ -153,3 +164,19 @@ class ControllerState(models.Model):
 
     def __str__(self) -> str:
         return self.state
+
+
+class ScheduledStart(models.Model):
+    """One firing of a beat schedule that starts a session: started, or skipped with the reason."""
+
+    schedule_name = models.CharField(max_length=200, db_index=True)
+    fired_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=[("started", "Started"), ("skipped", "Skipped")])
+    reason = models.TextField(blank=True, default="")
+    session = models.ForeignKey(Session, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_name} {self.outcome} at {self.fired_at:%Y-%m-%d %H:%M}"

@@ -443,3 +443,26 @@ def package_change_guard() -> str | None:
     if Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).exists():
         return "A session is running; set the compute package when it has ended."
     return None
+
+
+def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> "ScheduledStart":
+    """What a beat schedule does when it fires: start a session, or record it skipped with the reason."""
+    from apps.sessions.models import ScheduledStart
+
+    body = {"session_id": f"{schedule_name}-{timezone.now():%Y%m%d-%H%M%S}", **config}
+    try:
+        session = session_start_legacy(body)
+    except SessionError as exc:
+        event_log(f"Schedule {schedule_name} skipped: {exc}", level=LogLevel.WARNING)
+        return ScheduledStart.objects.create(schedule_name=schedule_name, outcome="skipped", reason=str(exc))
+    event_log(
+        f"Schedule {schedule_name} started session {session.session_id}.", session_id=session.session_id
+    )
+    return ScheduledStart.objects.create(schedule_name=schedule_name, outcome="started", session=session)
+
+
+def enqueue_session_advance(session_pk: int) -> None:
+    """Hand a started session to the Celery workers (imported late: the tasks import the orchestration)."""
+    from apps.sessions.tasks import session_advance
+
+    session_advance.delay(session_pk)

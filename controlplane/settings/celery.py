@@ -25,3 +25,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+
+# Declared here, synced into django-celery-beat's tables, editable in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "sessions-watchdog": {"task": "fl_sessions.sessions_watchdog", "schedule": 5.0},
+}

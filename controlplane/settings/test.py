@@ -1,5 +1,14 @@
-"""Test settings: the same concerns, with passwords hashed fast and Celery run in-process."""
+"""Test settings: the same concerns, with passwords hashed fast and no worker consuming tasks.
+
+Tests that run a real Celery worker start it as a separate process with its own settings.
+"""
+
+import os
 
 from controlplane.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tasks enqueued by API tests go nowhere; a shared Redis queue would leak them into e2e runs.
+CELERY_BROKER_URL = os.environ.get("FEDPLANE_TEST_CELERY_BROKER_URL", "memory://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_RESULT_BACKEND = "cache+memory://"
