@@ -7,6 +7,7 @@ A worker that dies mid-step leaves a lease that expires; the watchdog then re-en
 which resumes from what the database says, so no round is repeated or skipped.
 """
 
+import contextlib
 import datetime as dt
 import logging
 import tempfile
@@ -409,10 +410,8 @@ def session_stop_now(session: Session) -> None:
     current = session.current_round
     if current is not None and current.status == RoundStatus.PENDING:
         for combiner in Combiner.objects.filter(name__in=current.round_data.get("participants", [])):
-            try:
+            with contextlib.suppress(CombinerUnavailable):
                 combiner_client(combiner).stop()
-            except CombinerUnavailable:
-                pass
         Round.objects.filter(pk=current.pk).update(
             status=RoundStatus.STOPPED, status_reason="session stopped"
         )

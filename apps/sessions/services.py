@@ -25,7 +25,15 @@ from apps.sessions.choices import (
     SessionStatus,
     StatusType,
 )
-from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
+from apps.sessions.models import (
+    CombinerReport,
+    ControllerState,
+    Round,
+    ScheduledStart,
+    Session,
+    Status,
+    Validation,
+)
 
 # Statuses in which a session holds the controller.
 ACTIVE_SESSION_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
@@ -445,10 +453,8 @@ def package_change_guard() -> str | None:
     return None
 
 
-def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> "ScheduledStart":
+def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> ScheduledStart:
     """What a beat schedule does when it fires: start a session, or record it skipped with the reason."""
-    from apps.sessions.models import ScheduledStart
-
     body = {"session_id": f"{schedule_name}-{timezone.now():%Y%m%d-%H%M%S}", **config}
     try:
         session = session_start_legacy(body)
