@@ -90,6 +90,9 @@ def _as_bool(value: Any, name: str) -> bool:
 
 
 def _as_int(value: Any, name: str, minimum: int | None = None) -> int:
+    # FEDn's own clients send whole numbers as floats (e.g. round_timeout=60.0).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise SessionError(f"{name} must be an integer")
     if minimum is not None and value < minimum:
