@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.combiners.grpc_client import CombinerClient, CombinerUnavailable
+from apps.combiners.grpc_client import CombinerClient, CombinerError
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_find, model_get_active
@@ -158,7 +158,7 @@ def step_begin(session: Session) -> float:
 def online_clients(combiner: Combiner) -> int | None:
     try:
         return len(combiner_client(combiner).list_active_clients())
-    except CombinerUnavailable as exc:
+    except CombinerError as exc:
         logger.warning("Combiner %s unreachable: %s", combiner.name, exc)
         return None
 
@@ -219,7 +219,7 @@ def step_starting(session: Session) -> float:
         try:
             combiner_client(combiner).start(current.round_config)
             started.append(combiner.name)
-        except CombinerUnavailable as exc:
+        except CombinerError as exc:
             failed.append(f"{combiner.name}: {exc}")
     current.round_data = {**current.round_data, "participants": started, "start_failures": failed}
     current.save(update_fields=["round_data"])
@@ -339,7 +339,7 @@ def send_validation(session: Session, current: Round, model: Model, combiner_nam
         try:
             combiner_client(combiner).start(config)
             sent.append(combiner.name)
-        except CombinerUnavailable as exc:
+        except CombinerError as exc:
             event_log(
                 f"Validation of round {current.round_id} not sent to {combiner.name}: {exc}",
                 session_id=session.session_id,
@@ -410,7 +410,7 @@ def session_stop_now(session: Session) -> None:
     current = session.current_round
     if current is not None and current.status == RoundStatus.PENDING:
         for combiner in Combiner.objects.filter(name__in=current.round_data.get("participants", [])):
-            with contextlib.suppress(CombinerUnavailable):
+            with contextlib.suppress(CombinerError):
                 combiner_client(combiner).stop()
         Round.objects.filter(pk=current.pk).update(
             status=RoundStatus.STOPPED, status_reason="session stopped"

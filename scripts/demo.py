@@ -1,0 +1,316 @@
+"""Run a whole federation on this machine and train the digits example.
+
+Starts the controller, a Celery worker (with beat), one combiner and three clients on the
+embedded defaults (SQLite, files under var/demo, Celery's filesystem broker), uploads
+examples/digits, runs a 5-round session, prints a table per round and stops everything it
+started. With --serve the control plane stays up until Ctrl-C. DATABASE_URL, CELERY_BROKER_URL
+and S3_* in the environment are used instead of the defaults when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from statistics import mean
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from fedplane.api_client import APIClient  # noqa: E402
+
+
+class Federation:
+    def __init__(self, var_dir: Path, port: int, combiner_port: int, clients: int) -> None:
+        self.var_dir = var_dir
+        self.port = port
+        self.combiner_port = combiner_port
+        self.clients = clients
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.env = {
+            **os.environ,
+            "FEDPLANE_VAR_DIR": str(var_dir),
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "PYTHONPATH": str(ROOT),
+            "FEDPLANE_CONTROLLER_PORT": str(port),
+        }
+        self.logs = var_dir / "logs"
+
+    def run(self, *args: str, **kwargs) -> None:
+        subprocess.run(args, cwd=ROOT, env=self.env, check=True, **kwargs)
+
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append((name, process))
+
+    def stop(self) -> None:
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"  {name} did not stop in time; killing it")
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"{name} exited with code {process.returncode}; its log ends:\n{tail}")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_for(what: str, predicate, timeout: float, federation: Federation) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        federation.check_alive()
+        try:
+            if predicate():
+                return
+        except Exception:  # the thing waited for is not up yet
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"Timed out after {timeout:.0f} s waiting for {what}; logs are in {federation.logs}")
+
+
+def build_example(work: Path) -> tuple[Path, Path]:
+    client_dir = ROOT / "examples" / "digits" / "client"
+    package = work / "digits.tgz"
+    with tarfile.open(package, "w:gz") as archive:
+        archive.add(client_dir, arcname="client", filter=lambda m: None if "__pycache__" in m.name else m)
+    seed = work / "seed.npz"
+    subprocess.run(
+        [PY, "model.py", "build", str(seed)], cwd=client_dir, check=True, stdout=subprocess.DEVNULL
+    )
+    return package, seed
+
+
+def round_rows(api: APIClient, session_id: str) -> list[dict]:
+    rounds = api.get_rounds()["result"]
+    rows = []
+    for item in sorted(rounds, key=lambda r: int(r["round_id"])):
+        if item.get("session_id") != session_id:
+            continue
+        validations = api.get_validations(session_id=session_id, model_id=item.get("model_id") or "-")[
+            "result"
+        ]
+        metrics = [json.loads(v["data"]) for v in validations]
+        rows.append(
+            {
+                "round": item["round_id"],
+                "status": item["status"],
+                "participants": len(item.get("round_data", {}).get("participants_clients", [])),
+                "accuracy": mean(m["test_accuracy"] for m in metrics) if metrics else None,
+                "loss": mean(m["test_loss"] for m in metrics) if metrics else None,
+                "reports": item.get("combiners", []),
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", action="store_true", help="keep the control plane up after the session")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--port", type=int, default=8092)
+    parser.add_argument("--combiner-port", type=int, default=12080)
+    parser.add_argument("--var-dir", default=str(ROOT / "var" / "demo"))
+    args = parser.parse_args()
+
+    var_dir = Path(args.var_dir).resolve()
+    for port in (args.port, args.combiner_port):
+        if not port_free(port):
+            print(
+                f"Port {port} is in use; stop what uses it or pass --port/--combiner-port.", file=sys.stderr
+            )
+            return 2
+    if var_dir.exists():
+        shutil.rmtree(var_dir)
+    (var_dir / "logs").mkdir(parents=True)
+    federation = Federation(var_dir, args.port, args.combiner_port, args.clients)
+    url = f"http://127.0.0.1:{args.port}"
+    password = secrets.token_urlsafe(9)
+    began = time.monotonic()
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        print("Preparing the database ...")
+        federation.run(PY, "manage.py", "migrate", "-v0")
+        subprocess.run(
+            [
+                PY,
+                "manage.py",
+                "createsuperuser",
+                "--noinput",
+                "--username",
+                "admin",
+                "--email",
+                "admin@example.com",
+            ],
+            cwd=ROOT,
+            env={**federation.env, "DJANGO_SUPERUSER_PASSWORD": password},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        print(
+            "Starting the controller, a Celery worker, a combiner and "
+            f"{args.clients} clients (logs in {federation.logs}) ..."
+        )
+        federation.start("controller", PY, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload")
+        federation.start(
+            "worker",
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "-B",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "info",
+            "-s",
+            str(var_dir / "celerybeat-schedule"),
+        )
+        api = APIClient("127.0.0.1", args.port)
+        wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
+        federation.start(
+            "combiner",
+            PY,
+            "-m",
+            "combiner_node",
+            "--name",
+            "combiner",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.combiner_port),
+            "--controller",
+            url,
+            "--store",
+            str(var_dir / "media"),
+            "--workdir",
+            str(var_dir / "combiner"),
+        )
+        wait_for("the combiner to register", lambda: api.get_combiners_count() >= 1, 60, federation)
+
+        package, seed = build_example(var_dir)
+        print(api.set_active_package(str(package), "numpyhelper", name="digits")["message"])
+        print(api.set_active_model(str(seed))["message"])
+
+        for index in range(args.clients):
+            name = f"client-{index + 1}"
+            workdir = var_dir / "clients" / name
+            workdir.mkdir(parents=True)
+            federation.start(
+                name,
+                PY,
+                "-m",
+                "fedplane.client",
+                "start",
+                "--controller",
+                url,
+                "--name",
+                name,
+                "--workdir",
+                str(workdir / "package"),
+                cwd=workdir,
+                extra_env={"FEDPLANE_CLIENT_INDEX": str(index), "FEDPLANE_NUM_CLIENTS": str(args.clients)},
+            )
+        wait_for(
+            f"{args.clients} clients online",
+            lambda: api.get_active_clients()["count"] >= args.clients,
+            120,
+            federation,
+        )
+
+        session_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        answer = api.start_session(
+            id=session_id,
+            rounds=args.rounds,
+            round_timeout=60,
+            min_clients=args.clients,
+            requested_clients=args.clients,
+        )
+        if not answer.get("success"):
+            raise SystemExit(f"The session did not start: {answer.get('message')}")
+        print(f"\nSession {session_id}: {args.rounds} rounds of fedavg over {args.clients} clients\n")
+        print(f"{'round':>5}  {'participants':>12}  {'accuracy':>8}  {'loss':>8}  {'seconds':>8}")
+        printed: set[str] = set()
+        last = time.monotonic()
+        deadline = time.monotonic() + 60 * args.rounds + 120
+        status = ""
+        while time.monotonic() < deadline:
+            federation.check_alive()
+            status = api.get_session_status(session_id)
+            for row in round_rows(api, session_id):
+                done = row["status"] in ("Finished", "Failed", "Stopped") or (
+                    row["status"] == "Success" and row["accuracy"] is not None
+                )
+                if done and row["round"] not in printed:
+                    now = time.monotonic()
+                    accuracy = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
+                    loss = f"{row['loss']:.3f}" if row["loss"] is not None else "-"
+                    print(
+                        f"{row['round']:>5}  {row['participants']:>12}  {accuracy:>8}  {loss:>8}  {now - last:>8.1f}"
+                    )
+                    printed.add(row["round"])
+                    last = now
+            if status in ("Finished", "Failed", "Stopped"):
+                break
+            time.sleep(0.5)
+        session = api.get_session(session_id)
+        print(f"\nSession {session['status']}: {session.get('status_reason', '')}")
+        print(f"Total time {time.monotonic() - began:.0f} s\n")
+        print(f"Admin:    {url}/admin/   user admin, password {password}")
+        print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
+        if args.serve:
+            print("\nServing; press Ctrl-C to stop everything.")
+            while True:
+                federation.check_alive()
+                time.sleep(1)
+        return 0 if session["status"] == "Finished" else 1
+    except KeyboardInterrupt:
+        print("\nInterrupted.")
+        return 130
+    finally:
+        print("Stopping what the demo started ...")
+        federation.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
