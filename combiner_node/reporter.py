@@ -138,8 +138,9 @@ class ControllerReporter:
             self._changed.notify_all()
 
     def pending(self) -> int:
+        """Reports not yet delivered, including the batch being sent."""
         with self._changed:
-            return len(self._queue) + self._in_flight
+            return len(self._queue)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every queued report was sent (or dropped); False on deadline."""

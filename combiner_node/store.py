@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 COPY_CHUNK_BYTES = 1024 * 1024
@@ -29,8 +29,7 @@ def validate_key(key: str) -> str:
     """Refuse keys that could name something outside the store (absolute, `..`, empty parts)."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
         raise StoreError(f"invalid artifact key {key!r}")
-    parts = PurePosixPath(key).parts
-    if any(part in ("", ".", "..") for part in parts) or "//" in key:
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise StoreError(f"invalid artifact key {key!r}")
     return key
 
@@ -177,13 +176,16 @@ def store_from_spec(spec: str, environ: dict[str, str] | None = None) -> Artifac
         bucket = spec.removeprefix("s3://").strip("/")
         if not bucket or "/" in bucket:
             raise StoreError(f"invalid S3 store {spec!r}: expected s3://<bucket>")
-        return S3Store(
-            bucket,
-            endpoint_url=env.get("S3_ENDPOINT_URL") or None,
-            access_key=env.get("S3_ACCESS_KEY") or None,
-            secret_key=env.get("S3_SECRET_KEY") or None,
-            region=env.get("S3_REGION") or None,
-        )
+        try:
+            return S3Store(
+                bucket,
+                endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+                access_key=env.get("S3_ACCESS_KEY") or None,
+                secret_key=env.get("S3_SECRET_KEY") or None,
+                region=env.get("S3_REGION") or None,
+            )
+        except Exception as exc:  # botocore raises several unrelated types for bad settings
+            raise StoreError(f"cannot use S3 store {spec!r}: {exc}") from exc
     return DirectoryStore(spec)
 
 

@@ -38,7 +38,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, interval: 
 class FakeController:
     """Records every POST; answers from `responses` (path -> (status, body)), else 200 {}."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[tuple[str, Any, dict[str, str]]] = []
         self.responses: dict[str, list[tuple[int, Any]]] = {}
         self.lock = threading.Lock()
@@ -62,7 +62,7 @@ class FakeController:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()

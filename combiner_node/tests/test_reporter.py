@@ -1,0 +1,106 @@
+"""ControllerReporter and registration against FakeController."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from combiner_node.reporter import (
+    ControllerReporter,
+    RegistrationRefused,
+    RegistrationTimeout,
+    register_combiner,
+)
+from combiner_node.tests.conftest import FakeController, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_statuses_are_batched_and_carry_the_token(controller: FakeController) -> None:
+    reporter = ControllerReporter(controller.url, token="tok", auth_scheme="Bearer")
+    for i in range(30):
+        reporter.post("/api/v1/statuses/", {"status": f"s{i}"})
+    reporter.post("/api/v1/rounds/1/reports", {"status": "Success"})
+    reporter.start()
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    statuses = controller.items("/api/v1/statuses/")
+    assert [s["status"] for s in statuses] == [f"s{i}" for i in range(30)]
+    assert len(controller.bodies("/api/v1/statuses/")) == 1
+    assert controller.bodies("/api/v1/rounds/1/reports") == [{"status": "Success"}]
+    assert {headers["Authorization"] for _, _, headers in controller.requests} == {"Bearer tok"}
+
+
+def test_server_errors_are_retried_and_refusals_are_not(controller: FakeController) -> None:
+    controller.script("/api/v1/rounds/1/reports", (503, {}), (500, {}), (200, {"accepted": True}))
+    controller.script("/api/v1/rounds/2/reports", (409, {"message": "round closed"}))
+    reporter = ControllerReporter(controller.url, initial_backoff=0.01)
+    reporter.start()
+    reporter.post("/api/v1/rounds/1/reports", {"n": 1})
+    reporter.post("/api/v1/rounds/2/reports", {"n": 2})
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert controller.bodies("/api/v1/rounds/1/reports") == [{"n": 1}] * 3
+    assert controller.bodies("/api/v1/rounds/2/reports") == [{"n": 2}]
+
+
+def test_outage_never_blocks_posting_and_the_buffer_is_bounded() -> None:
+    port = free_port()
+    reporter = ControllerReporter(
+        f"http://127.0.0.1:{port}", max_buffer=5, initial_backoff=0.01, max_backoff=0.05
+    )
+    reporter.start()
+    started = time.monotonic()
+    for i in range(50):
+        reporter.post("/api/v1/rounds/1/reports", {"n": i})
+    assert time.monotonic() - started < 0.5
+    assert reporter.pending() <= 5 and reporter.dropped >= 45
+    assert not reporter.flush(timeout=0.2)
+    # The controller comes back on the same port: the newest reports get through.
+    controller = FakeController(port)
+    try:
+        assert reporter.flush(timeout=5)
+        sent = [body["n"] for body in controller.bodies("/api/v1/rounds/1/reports")]
+        assert sent[-1] == 49 and len(sent) <= 6
+    finally:
+        reporter.close(timeout=1)
+        controller.close()
+
+
+def test_registration_retries_until_added(controller: FakeController) -> None:
+    controller.script("/add_combiner", (203, {"status": "retry"}), (200, {"status": "added"}))
+    answer = register_combiner(
+        controller.url,
+        {"combiner_id": "c1", "address": "127.0.0.1", "fqdn": None, "port": 1, "secure_grpc": False},
+        token="t",
+        retry_interval=0.05,
+        deadline=5,
+    )
+    assert answer == {"status": "added"}
+    bodies = controller.bodies("/add_combiner")
+    assert len(bodies) == 2 and bodies[0]["combiner_id"] == "c1" and bodies[0]["fqdn"] is None
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_registration_refused_is_fatal(controller: FakeController, status: int) -> None:
+    controller.script("/add_combiner", (status, {"message": "bad name"}))
+    with pytest.raises(RegistrationRefused, match="bad name"):
+        register_combiner(controller.url, {}, token=None, retry_interval=0.05, deadline=5)
+
+
+def test_registration_gives_up_at_its_deadline() -> None:
+    started = time.monotonic()
+    with pytest.raises(RegistrationTimeout):
+        register_combiner(f"http://127.0.0.1:{free_port()}", {}, token=None, retry_interval=0.1, deadline=0.5)
+    assert time.monotonic() - started < 3
+
+
+def test_wait_helper_times_out() -> None:
+    with pytest.raises(AssertionError):
+        wait_for(lambda: False, timeout=0.1)
