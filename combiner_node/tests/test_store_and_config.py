@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,27 @@ def test_round_config_errors(overrides: dict) -> None:
     params = {"task": "training", "round_id": "1", "model_id": "m1", **overrides}
     with pytest.raises(RoundConfigError):
         parse_round_config(params)
+
+
+@pytest.mark.s3
+def test_s3_store_against_the_real_server(s3_settings: dict[str, str]) -> None:
+    store = S3Store(
+        s3_settings["bucket"],
+        endpoint_url=s3_settings["endpoint_url"] or None,
+        access_key=s3_settings["access_key"],
+        secret_key=s3_settings["secret_key"],
+        region=s3_settings["region"],
+    )
+    key = f"combiner-tests/{uuid.uuid4()}.npz"
+    payload = os.urandom(9 * 1024 * 1024)  # above boto3's multipart threshold
+    try:
+        assert not store.exists(key)
+        store.write(key, io.BytesIO(payload))
+        assert store.exists(key)
+        with store.open_read(key) as handle:
+            assert handle.read() == payload
+    finally:
+        store.delete(key)
+    assert not store.exists(key)
+    with pytest.raises(ArtifactNotFound), store.open_read(key):
+        pass
