@@ -1,0 +1,5 @@
+import sys
+
+from fedplane.client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,382 @@
+"""The edge client end to end against a FakeController (REST) and a FakeCombiner (gRPC)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedplane.client import ClientConfig, EdgeClient
+from fedplane.client.tests.fakes import (
+    CombinerRecord,
+    FakeCombiner,
+    FakeController,
+    free_port,
+    make_package,
+    package_from_dir,
+    wait_until,
+)
+from fedplane.proto import fedn_pb2
+
+REPO = Path(__file__).resolve().parents[3]
+
+TRAIN_PY = """
+import json, os, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+data = open(src, "rb").read()
+if data.startswith(b"FAIL"):
+    sys.stderr.write("deliberate training failure: bad weights\\n")
+    sys.exit(3)
+if data.startswith(b"SLEEP"):
+    open(os.environ["SLEEP_MARKER"], "w").write(str(os.getpid()))
+    time.sleep(60)
+open(dst, "wb").write(data + b"+trained")
+with open(dst + "-metadata", "w") as fh:
+    json.dump({"num_examples": 7, "client": os.environ.get("FEDPLANE_CLIENT_NAME")}, fh)
+"""
+
+VALIDATE_PY = """
+import json, sys
+data = open(sys.argv[1], "rb").read()
+json.dump({"accuracy": 0.5, "size": len(data)}, open(sys.argv[2], "w"))
+"""
+
+FEDN_YAML = """
+entry_points:
+  startup:
+    command: python -c "open('startup.done', 'w').write('ok')"
+  train:
+    command: python train.py
+  validate:
+    command: python validate.py
+"""
+
+TINY_PACKAGE = make_package({"fedn.yaml": FEDN_YAML, "train.py": TRAIN_PY, "validate.py": VALIDATE_PY})
+
+
+def _config(controller_url: str, workdir: Path, **overrides: object) -> ClientConfig:
+    values: dict[str, object] = {
+        "controller_url": controller_url,
+        "name": "client-1",
+        "token": "tok",
+        "workdir": workdir,
+        "heartbeat_interval": 0.2,
+        "reconnect_after_missed_heartbeat": 3,
+        "task_timeout": 30.0,
+        "transfer_timeout": 30.0,
+        "request_timeout": 5.0,
+        "backoff_initial": 0.1,
+        "backoff_max": 0.5,
+    }
+    values.update(overrides)
+    return ClientConfig(**values)  # type: ignore[arg-type]
+
+
+class RunningClient:
+    def __init__(self, config: ClientConfig):
+        self.client = EdgeClient(config)
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.exit_code = self.client.run()
+
+    def stop(self) -> None:
+        self.client.stop()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "client did not stop"
+
+
+@pytest.fixture
+def combiner() -> Iterator[FakeCombiner]:
+    fake = FakeCombiner().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def controller(combiner: FakeCombiner) -> Iterator[FakeController]:
+    fake = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def running(controller: FakeController, tmp_path: Path) -> Iterator[RunningClient]:
+    client = RunningClient(_config(controller.url, tmp_path / "work"))
+    yield client
+    client.stop()
+
+
+def _statuses(record: CombinerRecord, text: str) -> list[fedn_pb2.Status]:
+    return [s for s in record.statuses if s.status == text]
+
+
+def test_training_and_validation_round_trip(
+    running: RunningClient, combiner: FakeCombiner, controller: FakeController, tmp_path: Path
+) -> None:
+    wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+    record = combiner.record
+
+    # REST: FEDn's /add_client payload and Authorization header.
+    assert controller.assign_requests[0]["body"] == {"client_id": "client-1", "preferred_combiner": False}
+    assert controller.assign_requests[0]["authorization"] == "Bearer tok"
+    package_root = next((tmp_path / "work").glob("pkg-*/client"))
+    assert (package_root / "startup.done").read_text() == "ok"
+
+    model_id = combiner.put_model(b"weights")
+    correlation = combiner.send_task("client-1", model_id, fedn_pb2.MODEL_UPDATE)
+    wait_until(lambda: _statuses(record, "Model update completed."), 15, "model update")
+
+    update = record.updates[0]
+    assert update.sender == fedn_pb2.Client(name="client-1", role=fedn_pb2.WORKER)
+    assert update.receiver == fedn_pb2.Client(name=FakeCombiner.NAME, role=fedn_pb2.COMBINER)
+    assert update.model_id == model_id and update.correlation_id == correlation
+    assert record.models[update.model_update_id] == b"weights+trained"
+    meta = json.loads(update.meta)
+    assert set(meta) == {
+        "fetch_model",
+        "exec_training",
+        "upload_model",
+        "training_metadata",
+        "processing_time",
+        "config",
+    }
+    assert meta["training_metadata"] == {"num_examples": 7, "client": "client-1"}
+    assert json.loads(meta["config"]) == {"round_id": "1", "session_id": "s1"}
+
+    received = _statuses(record, "Received model update request.")[0]
+    assert received.log_level == fedn_pb2.Status.AUDIT and received.type == fedn_pb2.MODEL_UPDATE_REQUEST
+    assert json.loads(received.data)["modelId"] == model_id
+    done = _statuses(record, "Model update completed.")[0]
+    assert done.log_level == fedn_pb2.Status.AUDIT and done.type == fedn_pb2.MODEL_UPDATE
+    assert done.session_id == "s1" and done.sender.role == fedn_pb2.WORKER
+    assert done.timestamp.seconds > 0
+
+    combiner.send_task("client-1", model_id, fedn_pb2.MODEL_VALIDATION)
+    wait_until(lambda: record.validations, 15, "validation")
+    validation = record.validations[0]
+    assert json.loads(validation.data) == {"accuracy": 0.5, "size": len(b"weights")}
+    assert validation.session_id == "s1" and validation.model_id == model_id
+    assert validation.timestamp.seconds > 0
+    wait_until(lambda: _statuses(record, "Model validation completed."), 5, "validation status")
+
+    # gRPC metadata as 0.9.5 sends it, and heartbeats flowing.
+    assert record.stream_metadata[0]["grpc-server"] == "127.0.0.1"
+    assert record.stream_metadata[0]["client"] == "client-1"
+    assert record.heartbeats > 0
+
+
+def test_failed_training_reports_error_with_stderr_and_carries_on(
+    running: RunningClient, combiner: FakeCombiner
+) -> None:
+    wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+    record = combiner.record
+    bad = combiner.put_model(b"FAIL")
+    combiner.send_task("client-1", bad, fedn_pb2.MODEL_UPDATE)
+    wait_until(lambda: any(s.log_level == fedn_pb2.Status.ERROR for s in record.statuses), 15, "error status")
+    error = next(s for s in record.statuses if s.log_level == fedn_pb2.Status.ERROR)
+    assert "exited with code 3" in error.status
+    extra = json.loads(error.extra)
+    assert extra["returncode"] == 3
+    assert "deliberate training failure: bad weights" in extra["stderr_tail"]
+    assert record.updates == []
+
+    good = combiner.put_model(b"ok")
+    combiner.send_task("client-1", good, fedn_pb2.MODEL_UPDATE)
+    wait_until(lambda: record.updates, 15, "update after a failure")
+    assert running.client.tasks_failed == 1
+
+
+def test_client_reconnects_when_the_combiner_restarts(
+    running: RunningClient, combiner: FakeCombiner, controller: FakeController
+) -> None:
+    wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+    port, record = combiner.port, combiner.record
+    combiner.stop()
+    time.sleep(1.5)  # long enough to miss more than 3 heartbeats of 0.2 s: re-assignment
+    restarted = FakeCombiner(port=port, record=record).start()
+    try:
+        wait_until(lambda: restarted.connected("client-1"), 15, "reconnect after restart")
+        model_id = restarted.put_model(b"after-restart")
+        restarted.send_task("client-1", model_id, fedn_pb2.MODEL_UPDATE)
+        wait_until(lambda: record.updates, 15, "update after restart")
+        assert record.models[record.updates[0].model_update_id] == b"after-restart+trained"
+        assert running.client.assignments >= 2
+        assert len(controller.assign_requests) >= 2
+        assert controller.downloads == 1  # the package is not fetched again on re-assignment
+        assert running.exit_code is None
+    finally:
+        restarted.stop()
+
+
+def test_client_waits_for_a_controller_that_is_not_up_yet(combiner: FakeCombiner, tmp_path: Path) -> None:
+    port = free_port()
+    client = RunningClient(_config(f"http://127.0.0.1:{port}", tmp_path / "work"))
+    try:
+        time.sleep(1.0)
+        assert not combiner.connected("client-1")
+        assert client.thread.is_alive()
+        controller = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port, port=port).start()
+        try:
+            wait_until(lambda: combiner.connected("client-1"), 10, "connection once the controller is up")
+        finally:
+            controller.stop()
+    finally:
+        client.stop()
+    assert client.exit_code == 0
+
+
+def test_controller_retry_answer_is_retried(combiner: FakeCombiner, tmp_path: Path) -> None:
+    controller = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port).start()
+    controller.scripted_assign = [(203, {"status": "retry", "message": "no package"})] * 2
+    client = RunningClient(_config(controller.url, tmp_path / "work"))
+    try:
+        wait_until(lambda: combiner.connected("client-1"), 10, "connection after retries")
+        assert len(controller.assign_requests) == 3
+    finally:
+        client.stop()
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("code", "body"), [(400, {"message": "name taken"}), (401, {"message": "Invalid token"})]
+)
+def test_rejection_by_the_controller_is_fatal(
+    combiner: FakeCombiner, tmp_path: Path, code: int, body: dict
+) -> None:
+    controller = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port).start()
+    controller.scripted_assign = [(code, body)]
+    try:
+        client = EdgeClient(_config(controller.url, tmp_path / "work"))
+        started = time.monotonic()
+        assert client.run() == 1
+        assert time.monotonic() - started < 5
+    finally:
+        controller.stop()
+
+
+def test_package_checksum_mismatch_is_fatal_and_nothing_is_unpacked(
+    combiner: FakeCombiner, tmp_path: Path
+) -> None:
+    controller = FakeController(
+        package=TINY_PACKAGE, combiner_port=combiner.port, checksum_override="0" * 64
+    ).start()
+    try:
+        assert EdgeClient(_config(controller.url, tmp_path / "work")).run() == 1
+        assert not list((tmp_path / "work").glob("pkg-*"))
+        assert not combiner.connected("client-1")
+    finally:
+        controller.stop()
+
+
+def test_hostile_package_is_refused(combiner: FakeCombiner, tmp_path: Path) -> None:
+    evil = make_package({"fedn.yaml": FEDN_YAML, "../../escape.txt": "x"})
+    controller = FakeController(package=evil, combiner_port=combiner.port).start()
+    try:
+        assert EdgeClient(_config(controller.url, tmp_path / "work")).run() == 1
+        assert not (tmp_path / "escape.txt").exists()
+    finally:
+        controller.stop()
+
+
+def test_stop_during_training_kills_the_entry_point(
+    combiner: FakeCombiner, controller: FakeController, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "sleeping.pid"
+    monkeypatch.setenv("SLEEP_MARKER", str(marker))
+    client = RunningClient(_config(controller.url, tmp_path / "work"))
+    wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+    combiner.send_task("client-1", combiner.put_model(b"SLEEP"), fedn_pb2.MODEL_UPDATE)
+    wait_until(marker.exists, 15, "training to start")
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 10
+    pid = int(marker.read_text())
+    wait_until(
+        lambda: (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+        ),
+        5,
+        "child killed",
+    )
+    assert client.exit_code == 0
+
+
+def test_digits_example_trains_and_validates(combiner: FakeCombiner, tmp_path: Path) -> None:
+    digits = REPO / "examples" / "digits"
+    controller = FakeController(
+        package=package_from_dir(digits / "client"), combiner_port=combiner.port
+    ).start()
+    client = RunningClient(_config(controller.url, tmp_path / "client2"))
+    try:
+        wait_until(lambda: combiner.connected("client-1"), 15, "task stream")
+        seed = tmp_path / "seed.npz"
+        subprocess.run(
+            [sys.executable, str(digits / "client" / "model.py"), "build", str(seed)], check=True, timeout=60
+        )
+        model_id = combiner.put_model(seed.read_bytes())
+        combiner.send_task("client-1", model_id, fedn_pb2.MODEL_UPDATE)
+        wait_until(lambda: combiner.record.updates, 60, "digits update")
+        update = combiner.record.updates[0]
+        meta = json.loads(update.meta)["training_metadata"]
+        assert meta["num_examples"] == 1438  # one client: the whole 80 % training split
+        trained = tmp_path / "trained.npz"
+        trained.write_bytes(combiner.record.models[update.model_update_id])
+        with np.load(trained, allow_pickle=False) as weights:
+            assert weights.files == ["0", "1", "2", "3"]
+
+        combiner.send_task("client-1", update.model_update_id, fedn_pb2.MODEL_VALIDATION)
+        wait_until(lambda: combiner.record.validations, 60, "digits validation")
+        metrics = json.loads(combiner.record.validations[0].data)
+        assert set(metrics) == {"training_accuracy", "training_loss", "test_accuracy", "test_loss"}
+        assert metrics["test_accuracy"] > 0.8  # one round of two epochs from the seed
+    finally:
+        client.stop()
+        controller.stop()
+
+
+def test_cli_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"discover_host: 127.0.0.1\ndiscover_port: {free_port()}\nname: cli-client\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedplane.client",
+            "start",
+            "--init",
+            str(settings),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.5)
+        assert process.poll() is None, "client exited although the controller is merely absent"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    assert process.returncode == 0, stderr.decode()
+    log = stderr.decode()
+    assert "event=assignment_retry" in log
+    assert "event=client_stopped name=cli-client" in log

@@ -1,0 +1,105 @@
+"""Model transfer over ModelService: 1 MiB chunks, as FEDn 0.9.5 moves them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedplane.proto import fedn_pb2, fedn_pb2_grpc
+
+CHUNK_SIZE = 1024 * 1024
+# How long a combiner may answer UNKNOWN ("not there yet") before the download gives up.
+UNKNOWN_WAIT_SECONDS = 20.0
+
+
+class TransferFailed(RuntimeError):
+    """A model could not be downloaded or uploaded."""
+
+
+def _progress(description: str, total: int | None) -> AbstractContextManager[Any]:
+    # Progress bars only for a person at a terminal; logs stay clean otherwise.
+    if not sys.stdout.isatty():
+        return nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description, leave=False)
+
+
+def download_model(
+    stub: fedn_pb2_grpc.ModelServiceStub,
+    model_id: str,
+    dest: Path,
+    *,
+    sender_name: str,
+    metadata: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> int:
+    """Write model `model_id` to `dest`; returns its size in bytes."""
+    request = fedn_pb2.ModelRequest(
+        id=model_id, sender=fedn_pb2.Client(name=sender_name, role=fedn_pb2.WORKER)
+    )
+    started = time.monotonic()
+    written = 0
+    try:
+        with open(dest, "wb") as out, _progress(f"download {model_id[:8]}", None) as bar:
+            for part in stub.Download(request, metadata=metadata, timeout=timeout):
+                if part.status == fedn_pb2.ModelStatus.IN_PROGRESS:
+                    out.write(part.data)
+                    written += len(part.data)
+                    if bar is not None:
+                        bar.update(len(part.data))
+                elif part.status == fedn_pb2.ModelStatus.OK:
+                    return written
+                elif part.status == fedn_pb2.ModelStatus.FAILED:
+                    raise TransferFailed(
+                        f"combiner failed to send model {model_id}: {part.message or 'no reason'}"
+                    )
+                elif (
+                    part.status == fedn_pb2.ModelStatus.UNKNOWN
+                    and time.monotonic() - started > UNKNOWN_WAIT_SECONDS
+                ):
+                    raise TransferFailed(f"model {model_id} still unknown to the combiner after 20 s")
+    except grpc.RpcError as exc:
+        raise TransferFailed(
+            f"model download failed: {exc.code().name} {exc.details() or ''}".strip()
+        ) from exc
+    except ValueError as exc:  # the channel was closed under us
+        raise TransferFailed(f"model download aborted: {exc}") from exc
+    raise TransferFailed(f"model {model_id} download ended before the combiner said OK ({written} bytes)")
+
+
+def _upload_requests(path: Path, model_id: str, bar: Any) -> Iterator[fedn_pb2.ModelRequest]:
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK_SIZE):
+            if bar is not None:
+                bar.update(len(chunk))
+            yield fedn_pb2.ModelRequest(data=chunk, id=model_id, status=fedn_pb2.ModelStatus.IN_PROGRESS)
+    yield fedn_pb2.ModelRequest(id=model_id, status=fedn_pb2.ModelStatus.OK)
+
+
+def upload_model(
+    stub: fedn_pb2_grpc.ModelServiceStub,
+    path: Path,
+    model_id: str,
+    *,
+    metadata: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> int:
+    """Stream `path` to the combiner under `model_id`; returns the bytes sent."""
+    size = path.stat().st_size
+    try:
+        with _progress(f"upload {model_id[:8]}", size) as bar:
+            response = stub.Upload(_upload_requests(path, model_id, bar), metadata=metadata, timeout=timeout)
+    except grpc.RpcError as exc:
+        raise TransferFailed(f"model upload failed: {exc.code().name} {exc.details() or ''}".strip()) from exc
+    except ValueError as exc:
+        raise TransferFailed(f"model upload aborted: {exc}") from exc
+    if response.status == fedn_pb2.ModelStatus.FAILED:
+        raise TransferFailed(f"combiner refused model {model_id}: {response.message or 'no reason'}")
+    return size
