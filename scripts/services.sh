@@ -141,7 +141,7 @@ stop_redis() {
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 
-pg_ready() { "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1; }
+pg_ready() { "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -t 1; }
 
 start_postgres() {
   PGBIN=$(pg_bin)
