@@ -118,6 +118,16 @@ class ClientRegistry:
         for tasks in queues:
             tasks.wake()
 
+    def all_offline(self) -> list[ClientTransition]:
+        """At shutdown: every client reported online becomes offline, since this combiner leaves."""
+        changes: list[ClientTransition] = []
+        with self._lock:
+            for state in self._clients.values():
+                if state.reported_online:
+                    state.reported_online = False
+                    changes.append(ClientTransition(state.name, "offline", state.last_seen_at))
+        return changes
+
     def transitions(self) -> list[ClientTransition]:
         """Online/offline changes since the last call; each change is returned once."""
         now = self._clock()

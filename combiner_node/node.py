@@ -114,6 +114,12 @@ class CombinerNode:
         self.rounds.shutdown(timeout=grace)
         self.server.stop(grace).wait(grace + 1)
         self._report_transitions()
+        leaving = self.registry.all_offline()
+        if leaving:
+            self.reporter.post(
+                f"/api/v1/combiners/{self.name}/clients",
+                {"clients": [change.as_report() for change in leaving]},
+            )
         self.reporter.close(timeout=grace)
         if self._monitor.is_alive():
             self._monitor.join(timeout=TRANSITION_CHECK_SECONDS * 2)

@@ -211,5 +211,8 @@ def test_graceful_shutdown_reports_the_running_round_and_ends_streams(
     # The report was delivered before stop() returned.
     reports = controller.bodies("/api/v1/rounds/5/reports")
     assert reports and reports[0]["status"] == "Failed" and reports[0]["reason"] == "combiner shutting down"
+    # Its clients are reported offline, so the controller stops assigning work through it.
+    last_batch = controller.bodies("/api/v1/combiners/combiner-1/clients")[-1]["clients"]
+    assert [(c["name"], c["status"]) for c in last_batch] == [("worker", "offline")]
     client._thread.join(timeout=5)
     assert not client._thread.is_alive()
