@@ -14,9 +14,10 @@ INSTALL_STAMP := $(VENV)/.requirements-installed
 SERVICES := scripts/services.sh
 
 # The second, embedded pass (SQLite + filesystem storage + filesystem broker): storage and API tests.
-# Folders that do not exist (yet) are left out so the selection never points at nothing.
+# Folders that do not exist (yet) are left out; when none exists pytest is given them anyway and
+# fails loudly, rather than silently falling back to the whole suite.
 EMBEDDED_TEST_PATHS ?= apps tests/api
-EMBEDDED_TESTS ?= -m "not e2e and not compat" $(wildcard $(EMBEDDED_TEST_PATHS))
+EMBEDDED_TESTS ?= -m "not e2e and not compat" $(or $(wildcard $(EMBEDDED_TEST_PATHS)),$(EMBEDDED_TEST_PATHS))
 PYTEST_ARGS ?= -ra
 ARGS ?=
 
@@ -109,7 +110,7 @@ test-full: install ## the whole pytest suite with the current environment (see s
 	@$(call run_pytest,$(PYTEST_ARGS))
 
 test-embedded: install ## storage/API tests on the embedded defaults (SQLite, files, filesystem broker)
-	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL; \
+	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
 	export FEDPLANE_VAR_DIR=$(CURDIR)/var/test-embedded; \
 	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_ARGS))
 
