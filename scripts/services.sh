@@ -98,13 +98,16 @@ as_postgres() {
 }
 
 # PostgreSQL runs as the postgres user, which must be able to enter every parent of the run folder.
+# Checked from / down, so the error names the first folder that blocks.
 check_traversable_by_postgres() {
-  local dir=$RUN_DIR
-  while [[ $dir != / ]]; do
-    if [[ -d $dir ]] && ! as_postgres test -x "$dir"; then
+  local dir="" part
+  local -a parts
+  IFS=/ read -ra parts <<<"${RUN_DIR#/}"
+  for part in "${parts[@]}"; do
+    dir=$dir/$part
+    if ! as_postgres test -x "$dir"; then
       fail "the postgres user cannot enter $dir; run 'chmod o+x $dir' or set FEDPLANE_SERVICES_DIR to a path under /tmp"
     fi
-    dir=$(dirname "$dir")
   done
 }
 
