@@ -11,6 +11,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ from fedplane.proto import fedn_pb2
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STABLE_STREAM_SECONDS = 10.0
 
 
 class ClientFatal(RuntimeError):
@@ -254,6 +257,7 @@ class EdgeClient:
         while not link.lost.is_set() and not self.stop_event.is_set():
             call = link.combiner.TaskStream(subscribe, metadata=link.metadata)
             link.track(call)
+            opened = time.monotonic()
             log_event(logger, logging.INFO, "task_stream_open", address=link.address)
             try:
                 for request in call:
@@ -266,6 +270,8 @@ class EdgeClient:
                 link.untrack(call)
             if link.lost.is_set() or self.stop_event.is_set():
                 return
+            if time.monotonic() - opened > STABLE_STREAM_SECONDS:
+                backoff.reset()  # it was healthy for a while: this is a fresh outage
             delay = backoff.next_delay()
             log_event(logger, logging.WARNING, "task_stream_lost", reason=reason, retry_in=f"{delay:.1f}")
             link.lost.wait(delay)
