@@ -1,0 +1,472 @@
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+
+from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
+from apps.sessions.services import SessionError, session_create, session_start, session_stop
+from controlplane.admin_views import (
+    RoundSessionFilter,
+    SessionIdFilter,
+    badge,
+    change_url,
+    changelist_url,
+    install_dashboard,
+    join_links,
+    link,
+    metric_charts,
+    numeric_metrics,
+    progress_bar,
+    session_metrics,
+    short_id,
+)
+from fedplane.aggregators import AGGREGATOR_NAMES
+
+install_dashboard(admin.site)
+
+# Metric columns shown in a session's rounds table; the chart shows every accuracy and loss metric.
+MAX_METRIC_COLUMNS = 4
+
+
+def model_link(model_id: str | None) -> SafeString | str:
+    """A link to a model by its uuid (the Model admin searches model_id exactly)."""
+    if not model_id:
+        return "-"
+    url = reverse("admin:mlmodels_model_changelist") + "?" + urlencode({"q": model_id})
+    return link(url, short_id(model_id))
+
+
+def session_link(session_id: str | None) -> SafeString | str:
+    if not session_id:
+        return "-"
+    return link(changelist_url(Session, session_id=session_id), session_id)
+
+
+def pretty_json(value: Any) -> SafeString:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def read_only(model_admin: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """Records written by the system: viewable, never added, changed or deleted from the console."""
+
+    def deny(self: Any, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    model_admin.has_add_permission = deny  # type: ignore[method-assign,assignment]
+    model_admin.has_change_permission = deny  # type: ignore[method-assign]
+    model_admin.has_delete_permission = deny  # type: ignore[method-assign]
+    return model_admin
+
+
+# ---------------------------------------------------------------- sessions
+
+
+class SessionCreateForm(forms.ModelForm):
+    """A new session, checked by the same service as the API's session creation."""
+
+    new_session_id = forms.CharField(
+        label="Session id", required=False, max_length=128, help_text="Leave empty for a random uuid."
+    )
+    aggregator = forms.ChoiceField(choices=[(name, name) for name in AGGREGATOR_NAMES], initial="fedavg")
+
+    class Meta:
+        model = Session
+        fields = [
+            "aggregator",
+            "aggregator_kwargs",
+            "rounds",
+            "round_timeout",
+            "buffer_size",
+            "clients_required",
+            "clients_requested",
+            "validate",
+            "delete_models_storage",
+            "helper_type",
+            "model_id",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        config = {name: cleaned.get(name) for name in self.Meta.fields}
+        config["model_id"] = config["model_id"] or None
+        try:
+            self.instance = session_create(session_id=cleaned.get("new_session_id") or None, config=config)
+        except SessionError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return cleaned
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = [
+        "session_id",
+        "status_badge",
+        "progress",
+        "aggregator",
+        "clients",
+        "validate",
+        "committed_at",
+        "started_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "aggregator", "validate"]
+    search_fields = ["session_id", "status_reason", "model_id"]
+    date_hierarchy = "committed_at"
+    ordering = ["-committed_at", "-id"]
+    actions = ["start_sessions", "stop_sessions"]
+    fieldsets = [
+        (None, {"fields": ["session_id", "status_badge", "status_reason", "progress", "stop_requested"]}),
+        (
+            "Configuration",
+            {
+                "fields": [
+                    "aggregator",
+                    "aggregator_kwargs",
+                    "rounds",
+                    "round_timeout",
+                    "buffer_size",
+                    "clients_required",
+                    "clients_requested",
+                    "validate",
+                    "delete_models_storage",
+                    "helper_type",
+                    "task",
+                    "seed_model",
+                    "extra_config",
+                ]
+            },
+        ),
+        ("Timeline", {"fields": ["committed_at", "start_requested_at", "started_at", "finished_at"]}),
+    ]
+    add_fieldsets = [
+        (None, {"fields": ["new_session_id", "aggregator", "aggregator_kwargs", "rounds", "model_id"]}),
+        (
+            "Clients and rounds",
+            {
+                "fields": [
+                    "clients_required",
+                    "clients_requested",
+                    "round_timeout",
+                    "buffer_size",
+                    "validate",
+                    "delete_models_storage",
+                    "helper_type",
+                ]
+            },
+        ),
+    ]
+
+    def get_form(self, request: HttpRequest, obj: Session | None = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = SessionCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Session | None = None) -> Any:
+        return self.add_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Session | None = None) -> Any:
+        if obj is None:
+            return []
+        # A session's configuration is fixed once created; its state belongs to the orchestration.
+        return [name for _, options in self.fieldsets for name in options["fields"]]
+
+    def save_model(self, request: HttpRequest, obj: Session, form: Any, change: bool) -> None:
+        # Nothing is editable after creation; on add, the form's clean() created it through the service.
+        return None
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        session = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
+        if session is not None:
+            context.update(self.overview_context(session))
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def overview_context(self, session: Session) -> dict[str, Any]:
+        metrics = session_metrics(session)
+        metric_names = [name for name in metrics.series if "acc" in name.lower() or "loss" in name.lower()][
+            :MAX_METRIC_COLUMNS
+        ]
+        by_round = metrics.per_round()
+        rounds = (
+            Round.objects.filter(session=session)
+            .annotate(report_count=Count("reports"), examples=Sum("reports__num_examples"))
+            .order_by("number")
+        )
+        rows = []
+        for item in rounds:
+            values = by_round.get(item.number, {})
+            took = item.updated_at - item.created_at if item.status != "Pending" else None
+            rows.append(
+                {
+                    "link": link(change_url(item), item.round_id),
+                    "badge": badge(item.status),
+                    "model": model_link(item.model_id),
+                    "reports": item.report_count,
+                    "examples": item.examples or 0,
+                    "metrics": [f"{values[name]:.4f}" if name in values else "-" for name in metric_names],
+                    "created_at": item.created_at,
+                    "took": f"{took.total_seconds():.1f} s" if took is not None else "-",
+                }
+            )
+        filtered = {"session_id": session.session_id}
+        related = join_links(
+            [
+                (changelist_url(Round, **filtered), f"{len(rows)} rounds"),
+                (changelist_url(Status, **filtered), f"{Status.objects.filter(**filtered).count()} events"),
+                (
+                    changelist_url(Validation, **filtered),
+                    f"{Validation.objects.filter(**filtered).count()} validations",
+                ),
+                (
+                    reverse("admin:mlmodels_model_changelist") + "?" + urlencode(filtered),
+                    "models",
+                ),
+            ]
+        )
+        return {
+            "fp_status_badge": badge(session.status),
+            "fp_progress": progress_bar(session.rounds_completed, session.rounds),
+            "fp_related_links": related,
+            "fp_charts": metric_charts(metrics),
+            "fp_validation_count": metrics.validation_count,
+            "fp_metric_names": metric_names,
+            "fp_rounds": rows,
+        }
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, session: Session) -> SafeString:
+        return badge(session.status)
+
+    @admin.display(description="rounds")
+    def progress(self, session: Session) -> SafeString:
+        return progress_bar(session.rounds_completed, session.rounds)
+
+    @admin.display(description="clients req. / wanted")
+    def clients(self, session: Session) -> str:
+        return f"{session.clients_required} / {session.clients_requested}"
+
+    @admin.display(description="seed model")
+    def seed_model(self, session: Session) -> SafeString | str:
+        return model_link(session.model_id)
+
+    @admin.action(description="Start the selected created sessions")
+    def start_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        for session in queryset.order_by("committed_at", "id"):
+            try:
+                session_start(session=session)
+            except SessionError as exc:
+                self.message_user(request, f"{session.session_id}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"Session {session.session_id} is starting.", messages.SUCCESS)
+
+    @admin.action(description="Stop the selected sessions")
+    def stop_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
+        for session in queryset:
+            try:
+                stopped = session_stop(session=session)
+            except SessionError as exc:
+                self.message_user(request, f"{session.session_id}: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"Session {stopped.session_id} is {stopped.status.lower()}.", messages.SUCCESS
+                )
+
+
+# ---------------------------------------------------------------- rounds
+
+
+class CombinerReportInline(admin.TabularInline):
+    model = CombinerReport
+    fields = ["combiner", "status", "combined_model", "num_examples", "received_at", "report_json"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="model")
+    def combined_model(self, report: CombinerReport) -> SafeString | str:
+        return model_link(report.model_id)
+
+    @admin.display(description="report")
+    def report_json(self, report: CombinerReport) -> SafeString:
+        return pretty_json(report.report)
+
+
+@read_only
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    list_display = [
+        "round_id",
+        "session_link",
+        "status_badge",
+        "model",
+        "report_count",
+        "created_at",
+        "updated_at",
+    ]
+    list_filter = ["status", RoundSessionFilter]
+    list_select_related = ["session"]
+    search_fields = ["=round_id", "session__session_id", "model_id", "status_reason"]
+    date_hierarchy = "created_at"
+    ordering = ["-number"]
+    inlines = [CombinerReportInline]
+    fields = [
+        "round_id",
+        "session_link",
+        "status_badge",
+        "status_reason",
+        "model",
+        "config_json",
+        "data_json",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Round]:
+        return super().get_queryset(request).annotate(reports_received=Count("reports"))
+
+    @admin.display(description="session", ordering="session__session_id")
+    def session_link(self, item: Round) -> SafeString | str:
+        if item.session is None:
+            return "-"
+        return link(change_url(item.session), item.session.session_id)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, item: Round) -> SafeString:
+        return badge(item.status)
+
+    @admin.display(description="model")
+    def model(self, item: Round) -> SafeString | str:
+        return model_link(item.model_id)
+
+    @admin.display(description="reports", ordering="reports_received")
+    def report_count(self, item: Any) -> int:
+        return item.reports_received
+
+    @admin.display(description="round config")
+    def config_json(self, item: Round) -> SafeString:
+        return pretty_json(item.round_config)
+
+    @admin.display(description="round data")
+    def data_json(self, item: Round) -> SafeString:
+        return pretty_json(item.round_data)
+
+
+# ---------------------------------------------------------------- events and validations
+
+
+@read_only
+@admin.register(Status)
+class StatusAdmin(admin.ModelAdmin):
+    list_display = [
+        "timestamp",
+        "type",
+        "level_badge",
+        "sender_name",
+        "sender_role",
+        "short_status",
+        "session",
+    ]
+    list_filter = ["type", "log_level", "sender_role", SessionIdFilter]
+    search_fields = ["status", "sender_name", "=session_id", "=correlation_id"]
+    date_hierarchy = "timestamp"
+    ordering = ["-timestamp", "-id"]
+    fields = [
+        "timestamp",
+        "type",
+        "log_level",
+        "sender_name",
+        "sender_role",
+        "session",
+        "correlation_id",
+        "status",
+        "data",
+        "extra",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="level", ordering="log_level")
+    def level_badge(self, status: Status) -> SafeString:
+        return badge(status.log_level)
+
+    @admin.display(description="status")
+    def short_status(self, status: Status) -> str:
+        return status.status if len(status.status) <= 100 else f"{status.status[:100]}…"
+
+    @admin.display(description="session", ordering="session_id")
+    def session(self, status: Status) -> SafeString | str:
+        return session_link(status.session_id)
+
+
+@read_only
+@admin.register(Validation)
+class ValidationAdmin(admin.ModelAdmin):
+    list_display = ["timestamp", "sender_name", "receiver_name", "model", "metrics", "session"]
+    list_filter = ["sender_role", "receiver_role", SessionIdFilter]
+    search_fields = ["sender_name", "receiver_name", "=model_id", "=session_id", "=correlation_id"]
+    date_hierarchy = "timestamp"
+    ordering = ["-timestamp", "-id"]
+    fields = [
+        "timestamp",
+        "sender_name",
+        "sender_role",
+        "receiver_name",
+        "receiver_role",
+        "model",
+        "session",
+        "correlation_id",
+        "metrics",
+        "data",
+        "meta",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="model", ordering="model_id")
+    def model(self, validation: Validation) -> SafeString | str:
+        return model_link(validation.model_id)
+
+    @admin.display(description="metrics")
+    def metrics(self, validation: Validation) -> str:
+        values = numeric_metrics(validation.data)
+        return ", ".join(f"{key}={value:.4g}" for key, value in sorted(values.items())) or "-"
+
+    @admin.display(description="session", ordering="session_id")
+    def session(self, validation: Validation) -> SafeString | str:
+        return session_link(validation.session_id)
+
+
+@read_only
+@admin.register(ControllerState)
+class ControllerStateAdmin(admin.ModelAdmin):
+    list_display = ["state_badge", "session_link", "updated_at"]
+    list_select_related = ["session"]
+    fields = ["state_badge", "session_link", "updated_at"]
+    readonly_fields = fields
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, state: ControllerState) -> SafeString:
+        return badge(state.state)
+
+    @admin.display(description="session")
+    def session_link(self, state: ControllerState) -> SafeString | str:
+        if state.session is None:
+            return "-"
+        return link(change_url(state.session), state.session.session_id)
