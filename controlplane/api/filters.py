@@ -3,10 +3,13 @@
 In POST /list and /count bodies a value with commas means any-of, as in FEDn.
 """
 
+import datetime as dt
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
@@ -20,10 +23,14 @@ class FednFilter(django_filters.CharFilter):
         if value in (None, ""):
             return qs
         request = getattr(self.parent, "request", None)
-        if request is not None and request.method == "POST" and "," in value:
-            values = [item for item in value.split(",") if item != ""]
-            return qs.filter(**{f"{self.field_name}__in": values})
-        return super().filter(qs, value)
+        try:
+            if request is not None and request.method == "POST" and "," in value:
+                values = [item for item in value.split(",") if item != ""]
+                return qs.filter(**{f"{self.field_name}__in": values})
+            return super().filter(qs, value)
+        except (DjangoValidationError, ValueError, TypeError):
+            # Not a value the column can hold (e.g. a non-uuid model id): like FEDn's string match, no hits.
+            return qs.none()
 
 
 class FednDateTimeFilter(django_filters.CharFilter):
@@ -32,12 +39,15 @@ class FednDateTimeFilter(django_filters.CharFilter):
     def filter(self, qs: QuerySet, value: Any) -> QuerySet:
         if value in (None, ""):
             return qs
-        moment = parse_datetime(value.replace(" ", "T", 1))
-        if moment is not None:
-            return qs.filter(**{self.field_name: moment})
+        # A bare day first: parse_datetime would read "2024-05-22" as that day's midnight.
         day = parse_date(value)
         if day is not None:
             return qs.filter(**{f"{self.field_name}__date": day})
+        moment = parse_datetime(value.replace(" ", "T", 1))
+        if moment is not None:
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, dt.UTC)  # FEDn's plain timestamps are UTC
+            return qs.filter(**{self.field_name: moment})
         raise ValidationError({self.field_name: f"'{value}' is not a date or timestamp"})
 
 
