@@ -100,6 +100,7 @@ class Network:
     api: Any
     uploaded_packages: dict[str, bytes] = field(default_factory=dict)
     uploaded_models: dict[str, bytes] = field(default_factory=dict)
+    made: dict[str, dict] = field(default_factory=dict)
 
     def package(self, data: bytes | None = None, *, file_name: str = "package.tgz", **form: str) -> dict:
         data = package_bytes() if data is None else data
