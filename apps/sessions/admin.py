@@ -49,6 +49,10 @@ def session_link(session_id: str | None) -> SafeString | str:
     return link(changelist_url(Session, session_id=session_id), session_id)
 
 
+def counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def pretty_json(value: Any) -> SafeString:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
 
@@ -221,18 +225,14 @@ class SessionAdmin(admin.ModelAdmin):
                 }
             )
         filtered = {"session_id": session.session_id}
+        events = Status.objects.filter(**filtered).count()
+        validations = Validation.objects.filter(**filtered).count()
         related = join_links(
             [
-                (changelist_url(Round, **filtered), f"{len(rows)} rounds"),
-                (changelist_url(Status, **filtered), f"{Status.objects.filter(**filtered).count()} events"),
-                (
-                    changelist_url(Validation, **filtered),
-                    f"{Validation.objects.filter(**filtered).count()} validations",
-                ),
-                (
-                    reverse("admin:mlmodels_model_changelist") + "?" + urlencode(filtered),
-                    "models",
-                ),
+                (changelist_url(Round, **filtered), counted(len(rows), "round")),
+                (changelist_url(Status, **filtered), counted(events, "event")),
+                (changelist_url(Validation, **filtered), counted(validations, "validation")),
+                (reverse("admin:mlmodels_model_changelist") + "?" + urlencode(filtered), "models"),
             ]
         )
         return {

@@ -14,7 +14,9 @@ from apps.packages.services import package_create
 
 pytestmark = pytest.mark.django_db
 
-FEDN_YAML = b"entry_points:\n  train:\n    command: python train.py\n  validate:\n    command: python validate.py\n"
+FEDN_YAML = (
+    b"entry_points:\n  train:\n    command: python train.py\n  validate:\n    command: python validate.py\n"
+)
 
 
 def package_archive() -> bytes:
