@@ -204,7 +204,9 @@ def test_client_reconnects_when_the_combiner_restarts(
     wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
     port, record = combiner.port, combiner.record
     combiner.stop()
-    time.sleep(1.5)  # long enough to miss more than 3 heartbeats of 0.2 s: re-assignment
+    # More than 3 missed heartbeats of 0.2 s: the client asks the controller again.
+    wait_until(lambda: len(controller.assign_requests) >= 2, 15, "re-assignment while the combiner is down")
+    assert running.exit_code is None
     restarted = FakeCombiner(port=port, record=record).start()
     try:
         wait_until(lambda: restarted.connected("client-1"), 15, "reconnect after restart")
@@ -364,19 +366,26 @@ def test_cli_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         ],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in process.stderr), daemon=True
+    )
+    reader.start()
     try:
-        time.sleep(1.5)
+        # Signal only once the client is up and retrying, so its handlers are installed.
+        wait_until(lambda: any("event=assignment_retry" in line for line in lines), 30, "first retry")
         assert process.poll() is None, "client exited although the controller is merely absent"
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=10)
+        process.wait(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
-    assert process.returncode == 0, stderr.decode()
-    log = stderr.decode()
-    assert "event=assignment_retry" in log
+    reader.join(timeout=5)
+    log = "".join(lines)
+    assert process.returncode == 0, log
     assert "event=client_stopped name=cli-client" in log
