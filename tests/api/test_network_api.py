@@ -182,7 +182,7 @@ def test_get_events(populated: Network) -> None:
     assert RFC3339.match(first["timestamp"])
     only_b = ok_json(populated.api.get("/get_events", {"sender.name": "client-b"}))
     assert only_b["count"] == 1
-    assert only_b["result"][0]["sender"] == {"name": "client-b", "role": "WORKER"}
+    assert only_b["result"][0]["sender"] == {"name": "client-b", "role": "COMBINER"}
     assert ok_json(populated.api.get("/get_events", {"sessionId": "session-b"}))["count"] == 1
     paged = ok_json(populated.api.get("/get_events", {"limit": "1", "skip": "1"}))
     assert (paged["count"], len(paged["result"])) == (2, 1)
@@ -308,9 +308,10 @@ def test_list_models(network: Network) -> None:
 
 def test_list_rounds(populated: Network) -> None:
     answer = ok_json(populated.api.get("/list_rounds"))
-    assert list(answer) == ["1"]
+    assert list(answer) == ["1", "2"]
     assert set(answer["1"]) == {"reducer", "combiners"}
     assert answer["1"]["combiners"][0]["name"] == "combiner-1"
+    assert answer["2"]["combiners"] == []
 
 
 def test_list_sessions(network: Network) -> None:
