@@ -499,12 +499,16 @@ def wait_for_validations(
 
 
 def run_client(argv: Sequence[str], err: TextIO) -> int:
+    """`fedplane client start ARGS` is `python -m fedplane.client start ARGS`."""
     try:
-        from fedplane.client.cli import main as client_main  # type: ignore[import-not-found]
+        from fedplane.client.cli import main as client_main
     except ImportError as exc:
         print(f"error: the edge client is not installed with this fedplane ({exc})", file=err)
         return EXIT_SERVER_ERROR
-    return int(client_main(list(argv)) or 0)
+    try:
+        return int(client_main(["start", *argv]) or 0)
+    except SystemExit as exc:  # its argparse: --help or a usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
 # --- parser --- #
@@ -545,11 +549,12 @@ def connection_options(suppress: bool) -> argparse.ArgumentParser:
     tls.add_argument(
         "--verify",
         dest="verify",
-        nargs="?",
-        const=True,
+        action="store_true",
         default=default,
-        metavar="CA_BUNDLE",
-        help="verify TLS certificates (the default), optionally against CA_BUNDLE",
+        help="verify TLS certificates (the default)",
+    )
+    group.add_argument(
+        "--ca-bundle", default=default, metavar="PATH", help="verify TLS certificates against this CA bundle"
     )
     return parser
 
@@ -568,12 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="show the controller state")
     status.set_defaults(handler=cmd_status)
 
+    more_actions = {
+        "clients": "start",
+        "models": "upload, download, trail",
+        "packages": "upload, download, active",
+        "sessions": "start, watch, stop",
+    }
     entity_parsers: dict[str, argparse._SubParsersAction] = {}
     for entity in ENTITIES:
+        actions_help = ", ".join(["list", "show", *filter(None, [more_actions.get(entity.name)])])
         entity_parser = commands.add_parser(
             entity.name,
             aliases=list(entity.aliases),
-            help=f"list or show {entity.name}",
+            help=f"{entity.name}: {actions_help}",
             description=f"Work with {entity.name}.",
         )
         actions = entity_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -591,8 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upload.add_argument("path", metavar="PATH", help=".tgz, .tar.gz or .tar.bz2 holding fedn.yaml")
     upload.add_argument("--helper", default="numpyhelper", help="model helper of the package (numpyhelper)")
-    upload.add_argument("--name")
-    upload.add_argument("--description")
+    upload.add_argument("--name", help="a name to tell packages apart")
+    upload.add_argument("--description", help="free text shown with the package")
     upload.set_defaults(handler=cmd_package_upload)
     download = packages.add_parser("download", parents=[common], help="download the active compute package")
     download.add_argument("path", metavar="PATH", help="file to write")
@@ -683,11 +695,12 @@ def resolve_connection(args: argparse.Namespace) -> APIClient:
     )
     if "://" not in host:
         host = f"http://{host}"
-    verify = getattr(args, "verify", None)
+    verify: bool | str = getattr(args, "verify", None) is not False
+    ca_bundle = getattr(args, "ca_bundle", None)
+    if ca_bundle:
+        verify = ca_bundle
     timeout = getattr(args, "timeout", None) or 30.0
-    return APIClient(
-        host, verify=True if verify is None else verify, token=getattr(args, "token", None), timeout=timeout
-    )
+    return APIClient(host, verify=verify, token=getattr(args, "token", None), timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -713,6 +726,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except APIError as exc:
         print(f"error: {exc.message} (HTTP {exc.status_code})", file=err)
         return EXIT_SERVER_ERROR
+    except requests.exceptions.SSLError as exc:
+        print(
+            f"error: TLS with {api.base_url} failed ({exc}); pass --ca-bundle PATH, or --insecure to skip verification",
+            file=err,
+        )
+        return EXIT_UNREACHABLE
     except (requests.ConnectionError, requests.Timeout) as exc:
         print(f"error: cannot reach the controller at {api.base_url}: {exc}", file=err)
         return EXIT_UNREACHABLE

@@ -593,3 +593,24 @@ def test_cli_exit_codes(fake: FakeController, capsys: pytest.CaptureFixture[str]
     code = main(["--host", f"http://127.0.0.1:{unused_port()}", "status"])
     assert code == EXIT_UNREACHABLE
     assert "cannot reach the controller" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_cli_tls_verification_options(
+    tls_fake: FakeController, self_signed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls_fake.routes[("GET", "/get_controller_status")] = (200, {"state": "idle"})
+    url = f"https://127.0.0.1:{tls_fake.port}"
+
+    assert main(["--host", url, "status"]) == EXIT_UNREACHABLE  # verified by default: self-signed fails
+    assert "--ca-bundle" in capsys.readouterr().err
+    assert main(["--host", url, "--insecure", "status"]) == EXIT_OK
+    assert main(["--host", url, "status", "--ca-bundle", str(self_signed[0])]) == EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [f"controller {url}: idle"] * 2
+
+
+def test_cli_client_start_delegates_to_the_edge_client(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fedplane.client.cli", reason="the edge client is not in this checkout")
+    assert main(["client", "start", "--help"]) == EXIT_OK
+    assert "start" in capsys.readouterr().out
+    assert main(["client", "start", "--no-such-option"]) == EXIT_USAGE

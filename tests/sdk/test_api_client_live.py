@@ -32,6 +32,11 @@ def test_clients(api: APIClient, network: Network) -> None:
     client = api.get_client(one["id"])
     assert (client["name"], client["combiner"], client["status"]) == ("client-3", "combiner-b", "available")
 
+    config = api.get_client_config()
+    assert config["checksum"] == hashlib.sha256(network.package_bytes).hexdigest()
+    assert {"network_id", "discover_host", "discover_port"} <= set(config)
+    assert "checksum" not in api.get_client_config(checksum=False)
+
 
 def test_get_active_clients(api: APIClient, network: Network) -> None:
     online = api.get_active_clients()
@@ -43,17 +48,11 @@ def test_get_active_clients(api: APIClient, network: Network) -> None:
     assert len(api.get_active_clients(n_max=1)["result"]) == 1
 
 
-def test_get_client_config(api: APIClient, network: Network) -> None:
-    config = api.get_client_config()
-    assert config["checksum"] == hashlib.sha256(network.package_bytes).hexdigest()
-    assert {"network_id", "discover_host", "discover_port"} <= set(config)
-    assert "checksum" not in api.get_client_config(checksum=False)
-
-
 # --- combiners and controller --- #
 
 
-def test_combiners(api: APIClient, network: Network) -> None:
+def test_combiners_and_controller_status(api: APIClient, network: Network) -> None:
+    assert api.get_controller_status() == {"state": "idle"}
     listed = api.get_combiners()
     assert listed["count"] == len(COMBINERS) == api.get_combiners_count()
     assert {c["name"] for c in listed["result"]} == set(COMBINERS)
@@ -61,10 +60,6 @@ def test_combiners(api: APIClient, network: Network) -> None:
     assert (by_name["name"], by_name["address"], by_name["port"]) == ("combiner-b", "127.0.0.1", 12081)
     assert api.get_combiner(by_name["id"]) == by_name
     assert len(api.get_combiners(n_max=1)["result"]) == 1
-
-
-def test_get_controller_status(api: APIClient, network: Network) -> None:
-    assert api.get_controller_status() == {"state": "idle"}
 
 
 # --- models --- #
@@ -138,7 +133,7 @@ def test_set_active_model(api: APIClient, network: Network, tmp_path: Path) -> N
 # --- packages --- #
 
 
-def test_packages(api: APIClient, network: Network) -> None:
+def test_packages_checksum_and_download(api: APIClient, network: Network, tmp_path: Path) -> None:
     listed = api.get_packages()
     assert listed["count"] == 2 == api.get_packages_count()
     assert {p["id"] for p in listed["result"]} == set(network.package_ids)
@@ -150,8 +145,6 @@ def test_packages(api: APIClient, network: Network) -> None:
     active = api.get_active_package()
     assert (active["id"], active["name"], active["active"]) == (network.package_ids[-1], "digits", True)
 
-
-def test_package_checksum_and_download(api: APIClient, network: Network, tmp_path: Path) -> None:
     assert api.get_package_checksum() == {"checksum": hashlib.sha256(network.package_bytes).hexdigest()}
     target = tmp_path / "package.tgz"
     assert api.download_package(target) == {"success": True, "message": "Package downloaded successfully."}
