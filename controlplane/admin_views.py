@@ -106,7 +106,9 @@ class SessionIdFilter(admin.SimpleListFilter):
         from apps.sessions.models import Session
 
         ids = list(
-            Session.objects.order_by("-committed_at", "-id").values_list("session_id", flat=True)[: self.recent]
+            Session.objects.order_by("-committed_at", "-id").values_list("session_id", flat=True)[
+                : self.recent
+            ]
         )
         # Django applies a filter only when it offers choices: keep the one asked for among them.
         current = self.value()
@@ -212,12 +214,15 @@ def line_chart(
     series: dict[str, list[float | None]],
     *,
     width: int = 420,
-    height: int = 220,
+    plot_height: int = 140,
     unit_interval: bool = False,
 ) -> SafeString:
     """One SVG panel: a polyline (with dots) per series over the round numbers."""
-    left, right, top, bottom = 46, 12, 26, 58
-    plot_w, plot_h = width - left - right, height - top - bottom
+    # Two legend entries per row under the axis label; the panel grows with the legend.
+    legend_rows = max(1, math.ceil(len(series) / 2))
+    left, right, top, bottom = 46, 14, 26, 44 + 15 * legend_rows
+    plot_w, plot_h = width - left - right, plot_height
+    height = top + plot_h + bottom
     values = [v for line in series.values() for v in line if v is not None]
     if not rounds or not values:
         return format_html(
@@ -236,7 +241,6 @@ def line_chart(
         low, high = min(0.0, min(values)), max(values)
         if high == low:
             high = low + 1.0
-    first, last = rounds[0], rounds[-1]
 
     def x_of(index: int) -> float:
         if len(rounds) == 1:
@@ -292,7 +296,7 @@ def line_chart(
                 )
             )
         legend_x = left + (colour_index % 2) * (plot_w // 2)
-        legend_y = height - 22 + (colour_index // 2) * 14
+        legend_y = top + plot_h + 48 + (colour_index // 2) * 15
         parts.append(
             format_html(
                 '<rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
@@ -312,7 +316,7 @@ def line_chart(
         '<text x="{x}" y="16" class="fp-chart-title">{t}</text>'
         '<line x1="{x}" x2="{x}" y1="{top}" y2="{base}" class="fp-axis-line"/>'
         '<line x1="{x}" x2="{right}" y1="{base}" y2="{base}" class="fp-axis-line"/>'
-        '<text x="{mid}" y="{xl}" class="fp-axis" text-anchor="middle">rounds {first} to {last}</text>'
+        '<text x="{mid}" y="{xl}" class="fp-axis" text-anchor="middle">round</text>'
         "{body}</svg>",
         w=width,
         h=height,
@@ -323,8 +327,6 @@ def line_chart(
         right=left + plot_w,
         mid=left + plot_w // 2,
         xl=top + plot_h + 29,
-        first=first,
-        last=last,
         body=body,
     )
 

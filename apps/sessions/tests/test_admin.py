@@ -46,8 +46,7 @@ def validation(
     )
 
 
-@pytest.fixture
-def finished_session() -> Session:
+def build_finished_session() -> Session:
     """Three rounds, each with a combiner report and two clients' validations of its model."""
     session = Session.objects.create(
         session_id="digits-run",
@@ -72,7 +71,7 @@ def finished_session() -> Session:
             round=round_, combiner="north", model_id=str(uuid.uuid4()), num_examples=100, report={"k": number}
         )
         for sender, value in zip(("c1", "c2"), accuracy[number], strict=True):
-            metrics = {"test_accuracy": value, "test_loss": 1 - value, "training_accuracy": value}
+            metrics = {"test_accuracy": value, "test_loss": 1 - value, "training_accuracy": value + 0.04}
             validation(model_id, metrics, sender=sender, session_id=session.session_id)
     # A round still running has no model and no point on the chart.
     Round.objects.create(number=4, round_id="4", session=session, status=RoundStatus.PENDING)
@@ -93,6 +92,11 @@ def finished_session() -> Session:
         session_id="other-run",
     )
     return session
+
+
+@pytest.fixture
+def finished_session() -> Session:
+    return build_finished_session()
 
 
 @pytest.fixture
@@ -152,7 +156,7 @@ def test_session_page_has_rounds_table_chart_and_related_links(
     assert 'id="fp-session-rounds"' in body and 'id="fp-session-charts"' in body
     assert body.count("<polyline") == 3  # test_accuracy and training_accuracy; test_loss
     assert ">Accuracy<" in body and ">Loss<" in body
-    assert "0.6000" in body and "0.4000" in body  # round 1's averaged accuracy and loss
+    assert "0.6000" in body and "0.4000" in body and "0.6400" in body  # round 1's averages
     assert body.count('class="fp-badge fp-ok">Success<') == 3
     assert '<span class="fp-badge fp-info">Pending</span>' in body
     for model in ("round", "status", "validation"):
