@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from apps.combiners.grpc_client import (
 )
 from combiner_node.auth import AuthSettings
 from combiner_node.node import CombinerNode, NodeSettings
+from combiner_node.server import TlsConfig
 from combiner_node.store import DirectoryStore
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 
@@ -117,5 +120,54 @@ def test_token_is_sent_as_authorization_metadata(tmp_path: Path) -> None:
         token = jwt.encode({"role": "admin"}, SECRET, algorithm="HS256")
         assert CombinerClient("127.0.0.1", combiner.port, token=token, timeout=5).list_active_clients() == []
         assert anonymous.health() is True
+    finally:
+        combiner.stop(grace=1.0)
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate"
+)
+def test_tls_with_a_root_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    combiner = CombinerNode(
+        NodeSettings(
+            name="tls",
+            store=DirectoryStore(tmp_path / "media"),
+            port=0,
+            workdir=tmp_path / "w",
+            tls=TlsConfig(cert.read_bytes(), key.read_bytes()),
+        )
+    )
+    combiner.start()
+    try:
+        secure = CombinerClient(
+            "127.0.0.1", combiner.port, secure=True, root_cert=cert.read_bytes(), timeout=5
+        )
+        assert secure.accepting_clients() is True
+        with pytest.raises(CombinerUnavailable):
+            CombinerClient("127.0.0.1", combiner.port, timeout=2).list_active_clients()
     finally:
         combiner.stop(grace=1.0)
