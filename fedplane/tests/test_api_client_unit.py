@@ -614,3 +614,37 @@ def test_cli_client_start_delegates_to_the_edge_client(capsys: pytest.CaptureFix
     assert main(["client", "start", "--help"]) == EXIT_OK
     assert "start" in capsys.readouterr().out
     assert main(["client", "start", "--no-such-option"]) == EXIT_USAGE
+
+
+def test_cli_session_start_watch_follows_rounds_to_the_end(
+    fake: FakeController, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.routes[("POST", "/start_session")] = (
+        200,
+        {"success": True, "message": "Session started successfully.", "config": {"session_id": "s1"}},
+    )
+    r1 = {"round_id": "1", "status": "Success", "session_id": "s1", "model_id": "m1", "combiners": []}
+    r1["combiners"] = [{"name": "comb", "participants": ["a", "b", "c"]}]
+    r2 = {"round_id": "2", "status": "Failed", "session_id": "s1", "model_id": None, "combiners": []}
+    session, round_list = session_script(["Started", "Started", "Failed"], [[], [r1], [r2, r1]])
+    fake.routes[("GET", "/api/v1/sessions/s1")] = session
+    fake.routes[("GET", "/api/v1/rounds/")] = round_list
+    validations = [{"data": json.dumps({"test_accuracy": a, "test_loss": 1 - a})} for a in (0.5, 0.7, 0.9)]
+    fake.routes[("GET", "/api/v1/validations/")] = lambda sent: (
+        200,
+        {"count": 3, "result": validations}
+        if sent.query == {"modelId": "m1"}
+        else {"count": 0, "result": []},
+    )
+
+    code, out, _ = run_cli(
+        fake, capsys, "session", "start", "--rounds", "2", "--watch", "--poll-interval", "0.01"
+    )
+
+    assert code == EXIT_SERVER_ERROR  # the session failed
+    assert out.splitlines() == [
+        "Session started successfully. session_id: s1",
+        "round 1  Success  participants=3  test_accuracy=0.7000  test_loss=0.3000",
+        "round 2  Failed  participants=0",
+        "session s1: Failed",
+    ]
