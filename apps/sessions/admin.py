@@ -57,16 +57,17 @@ def pretty_json(value: Any) -> SafeString:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def read_only(model_admin: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+class ReadOnlyAdmin(admin.ModelAdmin):
     """Records written by the system: viewable, never added, changed or deleted from the console."""
 
-    def deny(self: Any, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    model_admin.has_add_permission = deny  # type: ignore[method-assign,assignment]
-    model_admin.has_change_permission = deny  # type: ignore[method-assign]
-    model_admin.has_delete_permission = deny  # type: ignore[method-assign]
-    return model_admin
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 # ---------------------------------------------------------------- sessions
@@ -309,14 +310,13 @@ class CombinerReportInline(admin.TabularInline):
         return pretty_json(report.report)
 
 
-@read_only
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(ReadOnlyAdmin):
     list_display = [
         "round_id",
         "session_link",
         "status_badge",
-        "model",
+        "global_model",
         "report_count",
         "created_at",
         "updated_at",
@@ -332,7 +332,7 @@ class RoundAdmin(admin.ModelAdmin):
         "session_link",
         "status_badge",
         "status_reason",
-        "model",
+        "global_model",
         "config_json",
         "data_json",
         "created_at",
@@ -354,7 +354,7 @@ class RoundAdmin(admin.ModelAdmin):
         return badge(item.status)
 
     @admin.display(description="model")
-    def model(self, item: Round) -> SafeString | str:
+    def global_model(self, item: Round) -> SafeString | str:
         return model_link(item.model_id)
 
     @admin.display(description="reports", ordering="reports_received")
@@ -373,9 +373,8 @@ class RoundAdmin(admin.ModelAdmin):
 # ---------------------------------------------------------------- events and validations
 
 
-@read_only
 @admin.register(Status)
-class StatusAdmin(admin.ModelAdmin):
+class StatusAdmin(ReadOnlyAdmin):
     list_display = [
         "timestamp",
         "type",
@@ -416,10 +415,9 @@ class StatusAdmin(admin.ModelAdmin):
         return session_link(status.session_id)
 
 
-@read_only
 @admin.register(Validation)
-class ValidationAdmin(admin.ModelAdmin):
-    list_display = ["timestamp", "sender_name", "receiver_name", "model", "metrics", "session"]
+class ValidationAdmin(ReadOnlyAdmin):
+    list_display = ["timestamp", "sender_name", "receiver_name", "global_model", "metrics", "session"]
     list_filter = ["sender_role", "receiver_role", SessionIdFilter]
     search_fields = ["sender_name", "receiver_name", "=model_id", "=session_id", "=correlation_id"]
     date_hierarchy = "timestamp"
@@ -430,7 +428,7 @@ class ValidationAdmin(admin.ModelAdmin):
         "sender_role",
         "receiver_name",
         "receiver_role",
-        "model",
+        "global_model",
         "session",
         "correlation_id",
         "metrics",
@@ -440,7 +438,7 @@ class ValidationAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     @admin.display(description="model", ordering="model_id")
-    def model(self, validation: Validation) -> SafeString | str:
+    def global_model(self, validation: Validation) -> SafeString | str:
         return model_link(validation.model_id)
 
     @admin.display(description="metrics")
@@ -453,9 +451,8 @@ class ValidationAdmin(admin.ModelAdmin):
         return session_link(validation.session_id)
 
 
-@read_only
 @admin.register(ControllerState)
-class ControllerStateAdmin(admin.ModelAdmin):
+class ControllerStateAdmin(ReadOnlyAdmin):
     list_display = ["state_badge", "session_link", "updated_at"]
     list_select_related = ["session"]
     fields = ["state_badge", "session_link", "updated_at"]

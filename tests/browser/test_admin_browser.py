@@ -87,3 +87,9 @@ def test_dashboard_and_session_page_in_chromium(
     assert page.locator("#fp-session-rounds tbody tr").count() == 4
     page.screenshot(path=str(SCREENSHOTS / "admin_session.png"), full_page=True)
     assert (SCREENSHOTS / "admin_session.png").stat().st_size > 10_000
+
+    # From the rounds table to a round and its combiner reports.
+    page.locator("#fp-session-rounds tbody tr").first.locator("a").first.click()
+    page.wait_for_url("**/admin/fl_sessions/round/*/change/")
+    assert "north" in page.locator("#reports-group").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "admin_round.png"), full_page=True)

@@ -275,6 +275,7 @@ def test_round_pages_show_session_and_reports(admin_client: HttpClient, finished
     assert response.status_code == 200
     body = response.content.decode()
     assert "Combiner reports" in body and "north" in body and "&quot;aggregator&quot;" in body
+    assert f"?q={first.model_id}" in body  # the round's global model is a link
     assert admin_client.post(url("round_change", first.pk), {"status": "Failed"}).status_code == 403
 
 
@@ -331,7 +332,9 @@ def test_validation_pages_show_metrics(admin_client: HttpClient, finished_sessio
     assert "test_accuracy=0.95" in body
     record = Validation.objects.first()
     assert record is not None
-    assert admin_client.get(url("validation_change", record.pk)).status_code == 200
+    response = admin_client.get(url("validation_change", record.pk))
+    assert response.status_code == 200
+    assert f"?q={record.model_id}" in response.content.decode()
     body = admin_client.get(url("validation_changelist"), {"q": "c2"}).content.decode()
     assert body.count("test_accuracy=") == 3
 
@@ -370,3 +373,15 @@ def test_dashboard_shows_the_network_at_a_glance(admin_client: HttpClient, ready
 def test_dashboard_on_an_empty_network(admin_client: HttpClient) -> None:
     body = admin_client.get(reverse("admin:index")).content.decode()
     assert "upload one" in body and "upload a seed model" in body and "none yet" in body
+
+
+@pytest.mark.parametrize("page", ["round_changelist", "status_changelist", "validation_changelist"])
+def test_changelists_do_not_query_per_row(
+    admin_client: HttpClient, finished_session: Session, page: str, django_assert_max_num_queries: Any
+) -> None:
+    for number in range(100, 140):
+        model_id = str(uuid.uuid4())
+        Round.objects.create(number=number, round_id=str(number), session=finished_session, model_id=model_id)
+        validation(model_id, {"test_accuracy": 0.5}, session_id=finished_session.session_id)
+    with django_assert_max_num_queries(14):
+        assert admin_client.get(url(page)).status_code == 200
