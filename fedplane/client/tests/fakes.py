@@ -10,6 +10,7 @@ import io
 import json
 import queue
 import socket
+import subprocess
 import tarfile
 import threading
 import time
@@ -41,6 +42,35 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def self_signed_certificate(directory: Path) -> tuple[bytes, bytes]:
+    """(key PEM, certificate PEM) for localhost/127.0.0.1, made with the openssl command."""
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return key.read_bytes(), cert.read_bytes()
 
 
 def make_package(files: dict[str, str | bytes], top: str = "client") -> bytes:
@@ -181,7 +211,9 @@ class FakeCombiner(
 
     NAME = "fake-combiner"
 
-    def __init__(self, port: int = 0, record: CombinerRecord | None = None):
+    def __init__(
+        self, port: int = 0, record: CombinerRecord | None = None, *, tls: tuple[bytes, bytes] | None = None
+    ):
         self.record = record or CombinerRecord()
         self._subscribers: dict[str, queue.Queue[fedn_pb2.TaskRequest]] = {}
         self._lock = threading.Lock()
@@ -189,7 +221,11 @@ class FakeCombiner(
         fedn_pb2_grpc.add_ConnectorServicer_to_server(self, self._server)
         fedn_pb2_grpc.add_CombinerServicer_to_server(self, self._server)
         fedn_pb2_grpc.add_ModelServiceServicer_to_server(self, self._server)
-        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        address = f"127.0.0.1:{port}"
+        if tls is not None:  # (private key PEM, certificate PEM)
+            self.port = self._server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+        else:
+            self.port = self._server.add_insecure_port(address)
 
     def start(self) -> FakeCombiner:
         self._server.start()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from fedplane.client.tests.fakes import (
     free_port,
     make_package,
     package_from_dir,
+    self_signed_certificate,
     wait_until,
 )
 from fedplane.proto import fedn_pb2
@@ -389,3 +392,35 @@ def test_cli_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     log = "".join(lines)
     assert process.returncode == 0, log
     assert "event=client_stopped name=cli-client" in log
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("how", ["certificate_in_assignment", "secure_flag"])
+def test_tls_channel_carries_the_token(tmp_path: Path, how: str) -> None:
+    key, cert = self_signed_certificate(tmp_path)
+    combiner = FakeCombiner(tls=(key, cert)).start()
+    controller = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port).start()
+    overrides: dict[str, object] = {}
+    if how == "certificate_in_assignment":
+        assignment = {
+            "status": "assigned",
+            "package": "remote",
+            "host": "127.0.0.1",
+            "port": combiner.port,
+            "fqdn": None,
+            "certificate": base64.b64encode(cert).decode(),
+            "helper_type": "numpyhelper",
+        }
+        controller.scripted_assign = [(200, assignment)]
+    else:
+        overrides["secure"] = True  # fetch and pin the server's certificate, as 0.9.5 does
+    client = RunningClient(_config(controller.url, tmp_path / "work", **overrides))
+    try:
+        wait_until(lambda: combiner.connected("client-1"), 15, "task stream over TLS")
+        assert combiner.record.stream_metadata[0]["authorization"] == "Bearer tok"
+        combiner.send_task("client-1", combiner.put_model(b"w"), fedn_pb2.MODEL_UPDATE)
+        wait_until(lambda: combiner.record.updates, 15, "update over TLS")
+    finally:
+        client.stop()
+        controller.stop()
+        combiner.stop()
