@@ -228,6 +228,12 @@ class RoundHandler:
     def _claim(self, current: ActiveRound | None, update: fedn_pb2.ModelUpdate) -> str | None:
         """Takes the task off the outstanding list, or says why the update is not wanted."""
         correlation_id = update.correlation_id
+        if (
+            current is not None
+            and current.closed
+            and (correlation_id in current.outstanding or correlation_id in current.answered)
+        ):
+            return "it arrived after its round was closed"
         if current is None or current.closed:
             if correlation_id in self._previous_round_ids:
                 return "it arrived after its round was closed"
