@@ -2,6 +2,7 @@
 
 import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,11 @@ from apps.models.models import Model, artifact_key
 from controlplane import artifacts
 
 DEFAULT_LINEAGE_LIMIT = 10
+
+
+# Checks that may refuse moving the active model (e.g. while a session runs); each returns a reason
+# or None. Apps above this one register theirs, so this app needs to import none of them.
+change_guards: list[Callable[[], str | None]] = []
 
 
 class ModelError(ValueError):
@@ -95,6 +101,11 @@ def model_commit(
 
 @transaction.atomic
 def model_set_active(*, model: Model) -> Model:
+    """Point FEDn's current model at `model`; refused while a session runs (it would break lineage)."""
+    for guard in change_guards:
+        refusal = guard()
+        if refusal:
+            raise ModelError(refusal)
     Model.objects.filter(active=True).exclude(pk=model.pk).update(active=False)
     Model.objects.filter(pk=model.pk).update(active=True)
     model.active = True

@@ -79,6 +79,9 @@ def package_create(
 
 @transaction.atomic
 def package_activate(*, package: ComputePackage) -> ComputePackage:
+    refusal = package_change_refused()
+    if refusal:
+        raise PackageError(refusal)
     ComputePackage.objects.filter(active=True).exclude(pk=package.pk).update(active=False)
     ComputePackage.objects.filter(pk=package.pk).update(active=True)
     package.active = True

@@ -8,10 +8,13 @@ class FlSessionsConfig(AppConfig):
     verbose_name = "Training sessions"
 
     def ready(self) -> None:
+        from apps.models import services as model_services
         from apps.packages import services as package_services
         from apps.sessions import services
+        from apps.sessions.guards import running_session_refusal
 
-        if services.package_change_guard not in package_services.change_guards:
-            package_services.change_guards.append(services.package_change_guard)
+        for guards in (package_services.change_guards, model_services.change_guards):
+            if running_session_refusal not in guards:
+                guards.append(running_session_refusal)
         if services.enqueue_session_advance not in services.start_hooks:
             services.start_hooks.append(services.enqueue_session_advance)

@@ -125,7 +125,10 @@ def set_current_model(request: Request) -> Response:
     model = model_find(identifier)
     if model is None:
         return failure("Failed to set active model.", status.HTTP_400_BAD_REQUEST)
-    model_set_active(model=model)
+    try:
+        model_set_active(model=model)
+    except ModelError as exc:
+        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
     return success("Active model set.")
 
 

@@ -108,5 +108,8 @@ def set_active_package(request: Request) -> Response:
     package = package_find(str(identifier)) if identifier else None
     if package is None:
         return failure("Failed to set compute package.", status.HTTP_400_BAD_REQUEST)
-    package_activate(package=package)
+    try:
+        package_activate(package=package)
+    except PackageError as exc:
+        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
     return success("Compute package set.")

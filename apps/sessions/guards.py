@@ -1,0 +1,13 @@
+"""Refusals that lower apps consult without importing this one (registered in apps.py)."""
+
+from apps.sessions.models import Session
+
+RUNNING = ("Initialized", "Started", "Stopping")
+
+
+def running_session_refusal() -> str | None:
+    """The compute package and the active model may not change under a running session."""
+    running = Session.objects.filter(status__in=RUNNING).values_list("session_id", flat=True).first()
+    if running:
+        return f"Session {running} is running; wait until it has ended or stop it."
+    return None
