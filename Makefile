@@ -35,7 +35,7 @@ if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi;
 endef
 
 .PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
-	test-compat services-start services-stop services-status demo serve clean
+	fedn-venv test-compat services-start services-stop services-status demo serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -53,9 +53,10 @@ $(INSTALL_STAMP): requirements.txt requirements-dev.txt | $(PY)
 
 install: $(INSTALL_STAMP) ## install requirements-dev.txt into .venv (only when requirements changed)
 
-deps: ## apt-install redis-server and postgresql when missing (needs root)
+deps: ## apt-install redis-server, postgresql and chromium (browser tests) when missing (needs root)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x $(PY) ] || $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
@@ -98,7 +99,7 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	started=$$SECONDS; $(SERVICES) start 9>&- || exit 1; \
 	echo "== services started in $$((SECONDS - started))s"; \
 	eval "$$($(SERVICES) env)"; \
-	for step in check-protos lint check test-full test-embedded; do \
+	for step in check-protos lint check fedn-venv test-full test-embedded; do \
 		echo "== $$step"; started=$$SECONDS; \
 		if $(MAKE) --no-print-directory $$step 9>&-; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
 		echo "== $$step: $$result in $$((SECONDS - started))s"; \
@@ -113,6 +114,9 @@ test-embedded: install ## storage/API tests on the embedded defaults (SQLite, fi
 	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
 	export FEDPLANE_VAR_DIR=$(CURDIR)/var/test-embedded; \
 	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_ARGS))
+
+fedn-venv: ## create .fedn095, FEDn 0.9.5 in its own venv, for the compatibility tests
+	bash scripts/fedn_venv.sh
 
 test-compat: deps install ## tests against fedn==0.9.5 in its own venv (.fedn095)
 	@if [ -f scripts/fedn_venv.sh ]; then bash scripts/fedn_venv.sh; \
