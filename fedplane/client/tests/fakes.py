@@ -111,6 +111,8 @@ class FakeController:
     downloads: int = 0
 
     def __post_init__(self) -> None:
+        self.posts: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -134,10 +136,13 @@ class FakeController:
                 self.wfile.write(raw)
 
             def do_POST(self) -> None:
-                if self.path != "/add_client":
-                    return self._json(404, {"message": "not found"})
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path != "/add_client":
+                    # Combiner reports (rounds, statuses, validations, client states): record them.
+                    with controller._lock:
+                        controller.posts.append((self.path, body))
+                    return self._json(200, {})
                 controller.assign_requests.append(
                     {"body": body, "authorization": self.headers.get("Authorization")}
                 )
@@ -181,6 +186,12 @@ class FakeController:
         )
         self._thread.start()
         return self
+
+    def posted(self, path_prefix: str) -> list[Any]:
+        """Bodies POSTed under `path_prefix`, batched lists flattened."""
+        with self._lock:
+            bodies = [body for path, body in self.posts if path.startswith(path_prefix)]
+        return [item for body in bodies for item in (body if isinstance(body, list) else [body])]
 
     def stop(self) -> None:
         if self._server is not None:
