@@ -87,6 +87,9 @@ class EdgeClient:
         except ClientFatal as exc:
             log_event(logger, logging.CRITICAL, "client_fatal", error=str(exc))
             return 1
+        except Exception as exc:  # a bug or an unusable machine: say so plainly, exit non-zero
+            logger.exception("event=client_crashed error=%s", exc.__class__.__name__)
+            return 1
         finally:
             self.stop_event.set()
             self._close_link()
@@ -156,7 +159,10 @@ class EdgeClient:
         """Download, verify, unpack (once per checksum), build python_env, run startup."""
         workdir = self.config.workdir
         downloads = workdir / "downloads"
-        archive = self.controller.download_package(downloads)
+        try:
+            archive = self.controller.download_package(downloads)
+        except OSError as exc:  # e.g. a full disk: worth another try later
+            raise ControllerUnavailable(f"cannot store the package: {exc}") from exc
         try:
             local = sha256_of(archive)
             expected = self.controller.package_checksum()

@@ -190,8 +190,10 @@ def client_position(env: dict[str, str] | None = None, cwd: str | None = None) -
     number = _trailing_number(env.get("FEDPLANE_CLIENT_NAME", ""))
     if number is None:
         for part in reversed(Path(cwd or os.getcwd()).parts):
-            number = _trailing_number(part)
-            if number is not None:
+            # Only names like "client3" or "worker-12": not hashes such as "pkg-4d87b6".
+            match = re.fullmatch(r"[A-Za-z_.-]*?(\d+)", part)
+            if match:
+                number = int(match.group(1))
                 break
     return (number % num_clients if number is not None else 0), num_clients
 
