@@ -38,7 +38,9 @@ class WeightedSum:
     def __init__(self, spec: ModelSpec, block_elems: int = BLOCK_ELEMS) -> None:
         self.spec = spec
         self.block_elems = block_elems
-        self.layers = [np.zeros(size, dtype=spec.work_dtype(i)) for i, size in enumerate(spec.sizes)]
+        self.layers = [np.empty(size, dtype=spec.work_dtype(i)) for i, size in enumerate(spec.sizes)]
+        for layer in self.layers:
+            layer.fill(0)  # fault the pages in now rather than during the first update's fold
         self.total_weight = 0.0
         self._scratch = {
             dtype: np.empty(block_elems, dtype=dtype) for dtype in {layer.dtype for layer in self.layers}
