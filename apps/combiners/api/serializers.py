@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from apps.combiners.models import Combiner
 from controlplane.api.fields import as_plain
+from controlplane.api.serializers import StrictSerializer
 
 
 class CombinerSerializer(serializers.ModelSerializer):
@@ -30,11 +31,11 @@ class CombinerSerializer(serializers.ModelSerializer):
         }
 
 
-class ClientTransitionSerializer(serializers.Serializer):
+class ClientTransitionSerializer(StrictSerializer):
     name = serializers.CharField(max_length=128)
     status = serializers.ChoiceField(choices=["online", "offline"])
     last_seen = serializers.DateTimeField(required=False)
 
 
-class ClientReportSerializer(serializers.Serializer):
+class ClientReportSerializer(StrictSerializer):
     clients = ClientTransitionSerializer(many=True)

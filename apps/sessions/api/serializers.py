@@ -5,6 +5,7 @@ from rest_framework import serializers
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
 from apps.sessions.services import session_config
 from controlplane.api.fields import as_http_date, as_rfc3339
+from controlplane.api.serializers import StrictIntegerField, StrictSerializer
 
 
 def session_doc(instance: Session) -> dict[str, Any]:
@@ -152,22 +153,22 @@ class ValidationSerializer(serializers.ModelSerializer):
         return validation_doc(instance, typed=not skip_typing(self.context))
 
 
-class SessionCreateSerializer(serializers.Serializer):
+class SessionCreateSerializer(StrictSerializer):
     session_id = serializers.CharField(required=False, allow_null=True, max_length=128)
     session_config = serializers.DictField()
 
 
-class SessionStartSerializer(serializers.Serializer):
+class SessionStartSerializer(StrictSerializer):
     session_id = serializers.CharField(max_length=128)
-    rounds = serializers.IntegerField(min_value=1, required=False)
+    rounds = StrictIntegerField(min_value=1, required=False)
 
 
-class RoundReportSerializer(serializers.Serializer):
+class RoundReportSerializer(StrictSerializer):
     combiner = serializers.CharField(max_length=128)
     status = serializers.ChoiceField(choices=["Success", "Failed"])
     reason = serializers.CharField(required=False, allow_blank=True, default="")
     model_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
-    num_examples = serializers.IntegerField(required=False, min_value=0, default=0)
+    num_examples = StrictIntegerField(required=False, min_value=0, default=0)
     participants = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     timings = serializers.DictField(required=False, default=dict)
     data = serializers.DictField(required=False, default=dict)
