@@ -360,10 +360,28 @@ def _timestamp(value: Any) -> dt.datetime:
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt.UTC)
 
 
+# The keys of FEDn's MessageToDict(Status) and MessageToDict(ModelValidation), and snake_case twins.
+STATUS_KEYS = frozenset(
+    {"sender", "status", "logLevel", "log_level", "data", "correlationId", "correlation_id", "timestamp"}
+    | {"type", "extra", "sessionId", "session_id"}
+)
+VALIDATION_KEYS = frozenset(
+    {"sender", "receiver", "modelId", "model_id", "data", "correlationId", "correlation_id", "timestamp"}
+    | {"meta", "sessionId", "session_id"}
+)
+
+
+def _refuse_unknown_keys(doc: dict[str, Any], known: frozenset[str] | set[str], prefix: str = "") -> None:
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise SessionError(f"unknown keys: {', '.join(prefix + key for key in unknown)}")
+
+
 def _party(doc: dict[str, Any], key: str, default_role: str) -> tuple[str, str]:
     party = doc.get(key) or {}
     if not isinstance(party, dict):
         raise SessionError(f"{key} must be an object with name and role")
+    _refuse_unknown_keys(party, {"name", "role"}, prefix=f"{key}.")
     name = party.get("name", "")
     if not isinstance(name, str):
         raise SessionError(f"{key}.name must be a string")
@@ -383,6 +401,7 @@ def _text(doc: dict[str, Any], *keys: str) -> str:
 def status_from_doc(doc: dict[str, Any]) -> Status:
     if not isinstance(doc, dict):
         raise SessionError("each status must be an object")
+    _refuse_unknown_keys(doc, STATUS_KEYS)
     sender_name, sender_role = _party(doc, "sender", Role.WORKER)
     return Status(
         sender_name=sender_name,
@@ -401,6 +420,7 @@ def status_from_doc(doc: dict[str, Any]) -> Status:
 def validation_from_doc(doc: dict[str, Any]) -> Validation:
     if not isinstance(doc, dict):
         raise SessionError("each validation must be an object")
+    _refuse_unknown_keys(doc, VALIDATION_KEYS)
     sender_name, sender_role = _party(doc, "sender", Role.WORKER)
     receiver_name, receiver_role = _party(doc, "receiver", Role.COMBINER)
     return Validation(
