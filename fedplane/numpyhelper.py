@@ -18,6 +18,7 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -230,7 +231,8 @@ class _NpzArchive:
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ValueError(f"not a readable npz archive: {exc}") from exc
         try:
-            self.entries = self._index()
+            with _unreadable_as_value_error():
+                self.entries = self._index()
         except BaseException:
             self._zip.close()
             raise
@@ -288,7 +290,8 @@ class _NpzArchive:
     def read_layer(self, index: int) -> np.ndarray:
         entry = self.entries[index]
         flat = np.empty(entry.size, dtype=entry.dtype)
-        self._read_into(entry, flat)
+        with _unreadable_as_value_error():
+            self._read_into(entry, flat)
         order = "F" if entry.fortran_order else "C"
         return flat.reshape(entry.shape, order=order)
 
@@ -304,7 +307,7 @@ class _NpzArchive:
             return
         buffer = np.empty(min(block_elems, max(entry.size, 1)), dtype=entry.dtype)
         if entry.compressed or self._fd is None:
-            with self._zip.open(entry.info) as member:
+            with _unreadable_as_value_error(), self._zip.open(entry.info) as member:
                 _read_npy_header(member, index)
                 for start in range(0, entry.size, block_elems):
                     block = buffer[: min(block_elems, entry.size - start)]
@@ -357,6 +360,15 @@ class _NpzArchive:
                 _readinto_exact(member, out, entry.info.filename)
             return
         _pread_exact(self._fd, out, entry.data_offset)
+
+
+@contextlib.contextmanager
+def _unreadable_as_value_error() -> Iterator[None]:
+    """Damaged archives surface from zipfile/zlib as many exception types; callers get ValueError."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+        raise ValueError(f"unreadable npz archive: {exc}") from exc
 
 
 class _MapUnavailable(Exception):

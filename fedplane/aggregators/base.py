@@ -219,7 +219,12 @@ class Aggregator(abc.ABC):
         with self._lock:
             spec, round_id = self._require_round(), self._round_id
         with open_model(Path(update_path), spec) as reader:
-            prepared = self._prepare(reader, spec)
+            try:
+                prepared = self._prepare(reader, spec)
+            except InvalidUpdate:
+                raise
+            except ValueError as exc:  # damaged data found while reading the blocks
+                raise InvalidUpdate(f"update could not be read: {exc}") from exc
             with self._lock:
                 if round_id != self._round_id or self._spec is None:
                     self._drop_prepared(prepared)

@@ -404,3 +404,53 @@ def test_robust_aggregators_stream_blocks_smaller_than_a_layer(tmp_path: Path, m
 def test_robust_aggregators_refuse_bad_parameters(tmp_path: Path, name: str, params: dict) -> None:
     with pytest.raises(ValueError):
         create_aggregator(name, params, tmp_path)
+
+
+def test_concurrent_adds_give_the_same_mean(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    updates = [random_model(rng) for _ in range(12)]
+    weights = [int(w) for w in rng.integers(1, 50, 12)]
+    paths = [save_model(tmp_path, u) for u in updates]
+    aggregator = create_aggregator("fedavg", None, tmp_path / "w")
+    aggregator.start_round(save_model(tmp_path, random_model(rng)))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(aggregator.add, paths, weights))
+    assert aggregator.count == 12
+    aggregator.finish(tmp_path / "out.npz")
+    for i, layer in enumerate(numpyhelper.load(tmp_path / "out.npz")):
+        want = np.average(np.stack([u[i] for u in updates]), axis=0, weights=weights)
+        np.testing.assert_allclose(layer, want, rtol=1e-5, atol=1e-6)
+
+
+def test_compressed_updates_from_fedn_clients_are_aggregated(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    updates = [random_model(rng) for _ in range(3)]
+    aggregator = create_aggregator("fedavg", None, tmp_path / "w")
+    aggregator.start_round(save_model(tmp_path, random_model(rng)))
+    for k, update in enumerate(updates):
+        path = tmp_path / f"fedn{k}.npz"
+        np.savez_compressed(path, **{str(i): layer for i, layer in enumerate(update)})
+        aggregator.add(path, 1)
+    aggregator.finish(tmp_path / "out.npz")
+    for i, layer in enumerate(numpyhelper.load(tmp_path / "out.npz")):
+        np.testing.assert_allclose(layer, np.mean([u[i] for u in updates], axis=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedmedian"])
+def test_damaged_compressed_update_is_refused(tmp_path: Path, name: str) -> None:
+    rng = np.random.default_rng(9)
+    global_model = [np.zeros(20_000, np.float32)]
+    path = tmp_path / "damaged.npz"
+    np.savez_compressed(path, **{"0": rng.standard_normal(20_000).astype(np.float32)})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # damage the deflate stream, keep the headers
+    path.write_bytes(data)
+    aggregator = create_aggregator(name, None, tmp_path / "w")
+    aggregator.start_round(save_model(tmp_path, global_model))
+    with pytest.raises(InvalidUpdate):
+        aggregator.add(path, 1)
+    assert aggregator.count == 0
+    assert not list((tmp_path / "w").iterdir())

@@ -186,3 +186,36 @@ def test_ops_refuse_mismatched_layer_counts_and_non_arrays() -> None:
         numpyhelper.sqrt([[1.0, 4.0]])
     with pytest.raises(TypeError):
         numpyhelper.norm(3.0)
+
+
+def test_saved_layers_are_aligned_and_readable_by_plain_numpy(tmp_path: Path) -> None:
+    model = [np.arange(n, dtype=np.float32) for n in (1, 7, 1000)] + [np.ones((3, 3), np.int16)]
+    path = tmp_path / "aligned.npz"
+    numpyhelper.save(model, path)
+    with numpyhelper.open_layers(path) as reader:
+        assert [entry.data_offset % 64 for entry in reader._archive.entries] == [0] * len(model)
+    with np.load(path, allow_pickle=False) as plain:  # what a FEDn 0.9.5 client does
+        assert_same_model([plain[str(i)] for i in range(len(model))], model)
+
+
+def test_blocks_are_read_without_mmap_when_mapping_is_unavailable(tmp_path: Path, monkeypatch) -> None:
+    layer = np.arange(1000, dtype=np.float64)
+    numpyhelper.save([layer], tmp_path / "m.npz")
+
+    def refuse(*args, **kwargs):
+        raise OSError("mmap not supported here")
+
+    monkeypatch.setattr(numpyhelper.mmap, "mmap", refuse)
+    with numpyhelper.open_layers(tmp_path / "m.npz") as reader:
+        blocks = [block.copy() for _, block in reader.iter_blocks(0, 300)]
+    np.testing.assert_array_equal(np.concatenate(blocks), layer)
+
+
+def test_a_member_pointing_past_the_end_of_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "short.npz"
+    numpyhelper.save([np.arange(4096, dtype=np.float64)], path)
+    data = bytearray(path.read_bytes())
+    # Cut bytes out of the array data but keep the central directory: the index must notice.
+    path.write_bytes(data[:1000] + data[9000:])
+    with pytest.raises(ValueError):
+        numpyhelper.load(path)
