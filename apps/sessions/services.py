@@ -60,7 +60,11 @@ def controller_state() -> ControllerState:
 
 
 def controller_state_set(value: ControllerStateValue, session: Session | None = None) -> None:
-    ControllerState.objects.update_or_create(singleton=True, defaults={"state": value, "session": session})
+    # One UPDATE, not update_or_create's read-then-write transaction: on SQLite that upgrade fails
+    # at once with "database is locked" while another process writes, whatever the busy timeout.
+    changes = {"state": value, "session": session, "updated_at": timezone.now()}
+    if not ControllerState.objects.filter(singleton=True).update(**changes):
+        ControllerState.objects.get_or_create(singleton=True, defaults={"state": value, "session": session})
 
 
 # ---------------------------------------------------------------- session config
