@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -98,3 +99,18 @@ class IsClientRole(RolePermission):
 
 class IsCombinerRole(RolePermission):
     role = "combiner"
+
+
+class FednJWTScheme(OpenApiAuthenticationExtension):
+    """Documents the token scheme in the OpenAPI schema."""
+
+    target_class = FednJWTAuthentication
+    name = "fednJWT"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "HS256 token whose `role` claim is admin, client or combiner.",
+        }
