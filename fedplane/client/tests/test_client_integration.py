@@ -201,6 +201,25 @@ def test_failed_training_reports_error_with_stderr_and_carries_on(
     assert running.client.tasks_failed == 1
 
 
+def test_validator_only_client_skips_training(
+    combiner: FakeCombiner, controller: FakeController, tmp_path: Path
+) -> None:
+    client = RunningClient(_config(controller.url, tmp_path / "work", trainer=False))
+    try:
+        wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+        model_id = combiner.put_model(b"w")
+        combiner.send_task("client-1", model_id, fedn_pb2.MODEL_UPDATE)
+        combiner.send_task("client-1", model_id, fedn_pb2.MODEL_VALIDATION)
+        wait_until(lambda: combiner.record.validations, 15, "validation")
+        # Both requests are acknowledged, as 0.9.5 does, but only the validation runs.
+        assert len(_statuses(combiner.record, "Received model update request.")) == 2
+        assert combiner.record.updates == []
+        wait_until(lambda: client.client.tasks_done == 1, 5, "task counted")
+        assert client.client.tasks_failed == 0
+    finally:
+        client.stop()
+
+
 def test_client_reconnects_when_the_combiner_restarts(
     running: RunningClient, combiner: FakeCombiner, controller: FakeController
 ) -> None:
