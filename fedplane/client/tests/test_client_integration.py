@@ -267,7 +267,7 @@ def test_controller_retry_answer_is_retried(combiner: FakeCombiner, tmp_path: Pa
     client = RunningClient(_config(controller.url, tmp_path / "work"))
     try:
         wait_until(lambda: combiner.connected("client-1"), 10, "connection after retries")
-        assert len(controller.assign_requests) == 3
+        assert len(controller.assign_requests) >= 3
     finally:
         client.stop()
         controller.stop()
