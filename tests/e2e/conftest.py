@@ -17,9 +17,16 @@ CLIENT_ENV = {"FEDPLANE_EPOCHS": "1"}
 
 @contextlib.contextmanager
 def running_federation(
-    var_dir: Path, *, combiners: list[str], clients: dict[str, str | None]
+    var_dir: Path,
+    *,
+    combiners: list[str],
+    clients: dict[str, str | None],
+    client_envs: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[Federation]:
-    """Controller, worker, the named combiners, and clients (name -> preferred combiner) up and online."""
+    """Controller, worker, the named combiners, and clients (name -> preferred combiner) up and online.
+
+    `client_envs` adds environment variables for single clients (e.g. slower training).
+    """
     started = time.monotonic()
     backend = prepare_backend(var_dir)
     federation = Federation(backend, client_env=CLIENT_ENV)
@@ -30,7 +37,9 @@ def running_federation(
             federation.start_combiner(name)
         federation.upload_digits()
         for index, (name, combiner) in enumerate(clients.items()):
-            federation.start_client(name, index, len(clients), combiner=combiner)
+            federation.start_client(
+                name, index, len(clients), combiner=combiner, extra_env=(client_envs or {}).get(name)
+            )
         federation.wait_clients_online(len(clients))
         print(f"\nfederation up in {time.monotonic() - started:.1f} s on {backend.description}")
         yield federation

@@ -338,7 +338,8 @@ class Federation:
         deadline = time.monotonic() + timeout
         last_error = ""
         while True:
-            self.check_alive(*watch)
+            if watch:
+                self.check_alive(*watch)
             try:
                 value = probe()
                 if value:
@@ -422,7 +423,15 @@ class Federation:
     def combiner_names(self) -> list[str]:
         return [name for name, p in self.processes.items() if p.argv[2:3] == ["combiner_node"]]
 
-    def start_client(self, name: str, index: int, total: int, *, combiner: str | None = None) -> None:
+    def start_client(
+        self,
+        name: str,
+        index: int,
+        total: int,
+        *,
+        combiner: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         workdir = self.var_dir / "clients" / name
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [PY, "-m", "fedplane.client", "start", "--controller", self.url, "--name", name]
@@ -433,6 +442,7 @@ class Federation:
             **self.client_env,
             "FEDPLANE_CLIENT_INDEX": str(index),
             "FEDPLANE_NUM_CLIENTS": str(total),
+            **(extra_env or {}),
         }
         self.spawn(name, argv, env=env, cwd=workdir)
 
@@ -447,9 +457,18 @@ class Federation:
         seed_id = self.api.get_active_model()["model"]
         return str(package), seed_id
 
-    def wait_clients_online(self, count: int, timeout: float = 120) -> None:
+    def wait_clients_online(self, count: int, timeout: float = 120, *, exactly: bool = False) -> None:
+        def online() -> bool:
+            found = self.api.get_active_clients()["count"]
+            return found == count if exactly else found >= count
+
+        self.wait_for(f"{'exactly ' if exactly else ''}{count} clients online", online, timeout)
+
+    def wait_log(self, name: str, text: str, timeout: float) -> None:
+        """Wait until the current log of process `name` contains `text` (polled every 20 ms)."""
+        process = self.processes[name]
         self.wait_for(
-            f"{count} clients online", lambda: self.api.get_active_clients()["count"] >= count, timeout
+            f"{text!r} in the log of {name}", lambda: text in process.tail(10**6), timeout, interval=0.02
         )
 
     # ------------------------------------------------------------ sessions
