@@ -19,7 +19,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -38,6 +38,7 @@ __all__ = [
     "open_layers",
     "power",
     "save",
+    "save_blocks",
     "sha256_of",
     "sign",
     "sqrt",
@@ -99,18 +100,60 @@ def _write_npz(handle: IO[bytes], arrays: list[np.ndarray]) -> None:
         return
     with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for i, array in enumerate(arrays):
-            info = zipfile.ZipInfo(f"{i}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            # local header: fixed part, name, our padding, then the zip64 field forced below
-            unpadded = position + _LOCAL_HEADER.size + len(info.filename) + _ZIP64_LOCAL_EXTRA
-            padding = -unpadded % _DATA_ALIGN
-            if 0 < padding < 4:  # an extra field needs at least its 4-byte header
-                padding += _DATA_ALIGN
-            if padding:
-                info.extra = struct.pack("<HH", _ALIGN_EXTRA_ID, padding - 4) + bytes(padding - 4)
-            with archive.open(info, "w", force_zip64=True) as member:
+            with archive.open(_aligned_member(i, position), "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
             position = handle.tell()
+
+
+def _aligned_member(index: int, position: int) -> zipfile.ZipInfo:
+    """Zip entry for layer ``index`` whose local header, written at ``position``, ends 64-byte aligned."""
+    info = zipfile.ZipInfo(f"{index}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    # local header: fixed part, name, our padding, then the zip64 field that force_zip64 adds
+    unpadded = position + _LOCAL_HEADER.size + len(info.filename) + _ZIP64_LOCAL_EXTRA
+    padding = -unpadded % _DATA_ALIGN
+    if 0 < padding < 4:  # an extra field needs at least its 4-byte header
+        padding += _DATA_ALIGN
+    if padding:
+        info.extra = struct.pack("<HH", _ALIGN_EXTRA_ID, padding - 4) + bytes(padding - 4)
+    return info
+
+
+def save_blocks(
+    reader: LayerReader,
+    path: str | os.PathLike[str],
+    block_elems: int,
+    on_block: Callable[[int, int, np.ndarray], None] | None = None,
+) -> None:
+    """Copy a model to a plain aligned npz one block at a time (e.g. to inflate a compressed file once).
+
+    ``on_block(layer, start, block)`` sees every block before it is written and may raise to abort;
+    the partial file is then removed.
+    """
+    target = Path(os.fspath(path))
+    try:
+        with (
+            open(target, "wb") as handle,
+            zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+        ):
+            for i, (shape, dtype) in enumerate(zip(reader.shapes, reader.dtypes, strict=True)):
+                with archive.open(_aligned_member(i, handle.tell()), "w", force_zip64=True) as member:
+                    header = {
+                        "descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False,
+                        "shape": shape,
+                    }
+                    try:
+                        np.lib.format.write_array_header_1_0(member, header)
+                    except ValueError:  # header too long for format 1.0
+                        np.lib.format.write_array_header_2_0(member, header)
+                    for start, block in reader.iter_blocks(i, block_elems):
+                        if on_block is not None:
+                            on_block(i, start, block)
+                        member.write(np.ascontiguousarray(block).data)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def load(path_or_file: PathOrFile) -> Layers:
@@ -189,6 +232,11 @@ class LayerReader:
     @property
     def dtypes(self) -> list[np.dtype]:
         return [entry.dtype for entry in self._archive.entries]
+
+    @property
+    def compressed(self) -> bool:
+        """True if any layer is deflated (FEDn writes ``savez_compressed``): each read inflates again."""
+        return any(entry.compressed for entry in self._archive.entries)
 
     def iter_blocks(self, index: int, block_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` over the C-order flattened layer ``index``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from fedplane import numpyhelper
 from fedplane.aggregators.base import (
     BLOCK_ELEMS,
     Aggregator,
+    FiniteCheck,
     InvalidUpdate,
     ModelSpec,
     check_finite,
@@ -92,9 +94,38 @@ class FedAvg(Aggregator):
     def _begin_round(self, spec: ModelSpec) -> None:
         self._sum = WeightedSum(spec)
 
+    def _prepare(self, reader: LayerReader, spec: ModelSpec) -> Path | None:
+        if not reader.compressed:
+            check_finite(reader)
+            return None
+        # FEDn clients send deflated files: inflate once into a plain copy while validating,
+        # rather than inflating a second time for the fold.
+        plain = self.workdir / f"inflated-{uuid.uuid4().hex}.npz"
+        finite = FiniteCheck(BLOCK_ELEMS)
+
+        def refuse_non_finite(layer: int, start: int, block: np.ndarray) -> None:
+            if not finite(block):
+                raise InvalidUpdate(
+                    f"layer {layer} has non-finite values (in elements {start}..{start + block.size - 1})"
+                )
+
+        numpyhelper.save_blocks(reader, plain, BLOCK_ELEMS, on_block=refuse_non_finite)
+        return plain
+
+    def _drop_prepared(self, prepared: Any) -> None:
+        if prepared is not None:
+            Path(prepared).unlink(missing_ok=True)
+
     def _accept(self, reader: LayerReader, spec: ModelSpec, weight: float, prepared: Any) -> None:
         assert self._sum is not None
-        self._sum.fold(reader, weight)
+        if prepared is None:
+            self._sum.fold(reader, weight)
+            return
+        try:
+            with numpyhelper.open_layers(prepared) as plain:
+                self._sum.fold(plain, weight)
+        finally:
+            Path(prepared).unlink(missing_ok=True)
 
     def _write(self, spec: ModelSpec, global_path: Path, out_path: Path) -> None:
         assert self._sum is not None

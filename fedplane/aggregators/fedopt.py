@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from fedplane import numpyhelper
-from fedplane.aggregators.base import Aggregator, ModelSpec, Param, open_model, parse_params
-from fedplane.aggregators.fedavg import WeightedSum
-from fedplane.numpyhelper import LayerReader
+from fedplane.aggregators.base import ModelSpec, Param, open_model, parse_params
+from fedplane.aggregators.fedavg import FedAvg
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,9 @@ FEDOPT_PARAMS = {
 }
 
 
-class FedOpt(Aggregator):
+class FedOpt(FedAvg):
+    """fedavg's streamed weighted sum, then one server optimizer step from the global model."""
+
     name = "fedopt"
 
     def __init__(
@@ -58,7 +59,6 @@ class FedOpt(Aggregator):
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.tau = float(tau)
-        self._sum: WeightedSum | None = None
         # Optimizer state, flat per layer; None until the first round has been aggregated.
         self._m: list[np.ndarray] | None = None
         self._v: list[np.ndarray] | None = None
@@ -69,14 +69,10 @@ class FedOpt(Aggregator):
         return cls(workdir, **parse_params(cls.name, params, FEDOPT_PARAMS))
 
     def _begin_round(self, spec: ModelSpec) -> None:
-        self._sum = WeightedSum(spec)
+        super()._begin_round(spec)
         if self._state_spec is not None and self._state_spec.shapes != spec.shapes:
             logger.warning("fedopt: the global model's layers changed shape; optimizer state reset")
             self._m = self._v = self._state_spec = None
-
-    def _accept(self, reader: LayerReader, spec: ModelSpec, weight: float, prepared: Any) -> None:
-        assert self._sum is not None
-        self._sum.fold(reader, weight)
 
     def _write(self, spec: ModelSpec, global_path: Path, out_path: Path) -> None:
         assert self._sum is not None
