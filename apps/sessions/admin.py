@@ -10,7 +10,15 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
+from apps.sessions.models import (
+    CombinerReport,
+    ControllerState,
+    Round,
+    ScheduledStart,
+    Session,
+    Status,
+    Validation,
+)
 from apps.sessions.services import SessionError, session_create, session_start, session_stop
 from controlplane.admin_views import (
     RoundSessionFilter,
@@ -467,3 +475,26 @@ class ControllerStateAdmin(ReadOnlyAdmin):
         if state.session is None:
             return "-"
         return link(change_url(state.session), state.session.session_id)
+
+
+@admin.register(ScheduledStart)
+class ScheduledStartAdmin(ReadOnlyAdmin):
+    """What each beat schedule firing did: the session it started, or why it skipped."""
+
+    list_display = ["fired_at", "schedule_name", "outcome_badge", "session_link", "reason"]
+    list_filter = ["outcome", "schedule_name"]
+    list_select_related = ["session"]
+    search_fields = ["schedule_name", "reason"]
+    date_hierarchy = "fired_at"
+    fields = ["fired_at", "schedule_name", "outcome_badge", "session_link", "reason"]
+    readonly_fields = fields
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_badge(self, firing: ScheduledStart) -> SafeString:
+        return badge(firing.outcome, "ok" if firing.outcome == "started" else "warn")
+
+    @admin.display(description="session")
+    def session_link(self, firing: ScheduledStart) -> SafeString | str:
+        if firing.session is None:
+            return "-"
+        return link(change_url(firing.session), firing.session.session_id)

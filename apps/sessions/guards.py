@@ -9,5 +9,5 @@ def running_session_refusal() -> str | None:
     """The compute package and the active model may not change under a running session."""
     running = Session.objects.filter(status__in=RUNNING).values_list("session_id", flat=True).first()
     if running:
-        return f"Session {running} is running; wait until it has ended or stop it."
+        return f"A session is running ({running}); wait until it has ended or stop it."
     return None

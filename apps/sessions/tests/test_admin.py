@@ -385,3 +385,15 @@ def test_changelists_do_not_query_per_row(
         validation(model_id, {"test_accuracy": 0.5}, session_id=finished_session.session_id)
     with django_assert_max_num_queries(14):
         assert admin_client.get(url(page)).status_code == 200
+
+
+def test_scheduled_starts_are_listed_read_only(admin_client) -> None:
+    from apps.sessions.models import ScheduledStart
+
+    ScheduledStart.objects.create(
+        schedule_name="nightly", outcome="skipped", reason="A session is already running."
+    )
+    answer = admin_client.get("/admin/fl_sessions/scheduledstart/")
+    assert answer.status_code == 200
+    assert b"nightly" in answer.content and b"A session is already running." in answer.content
+    assert admin_client.get("/admin/fl_sessions/scheduledstart/add/").status_code == 403
