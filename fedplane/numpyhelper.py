@@ -241,8 +241,8 @@ class LayerReader:
     def iter_blocks(self, index: int, block_elems: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` over the C-order flattened layer ``index``.
 
-        Each block is a view into one buffer reused between iterations: consume it before
-        asking for the next one.
+        Blocks are read-only views (of a reused buffer or of a mapping of the file): consume
+        each before asking for the next one. The file must not be truncated while it is read.
         """
         yield from self._archive.iter_blocks(index, block_elems)
 
@@ -353,8 +353,9 @@ class _NpzArchive:
             for start in range(0, entry.size, block_elems):
                 yield start, flat[start : start + block_elems]
             return
-        buffer = np.empty(min(block_elems, max(entry.size, 1)), dtype=entry.dtype)
+        buffer_elems = min(block_elems, max(entry.size, 1))
         if entry.compressed or self._fd is None:
+            buffer = np.empty(buffer_elems, dtype=entry.dtype)
             with _unreadable_as_value_error(), self._zip.open(entry.info) as member:
                 _read_npy_header(member, index)
                 for start in range(0, entry.size, block_elems):
@@ -367,6 +368,7 @@ class _NpzArchive:
             return
         except _MapUnavailable:
             pass
+        buffer = np.empty(buffer_elems, dtype=entry.dtype)
         for start in range(0, entry.size, block_elems):
             block = buffer[: min(block_elems, entry.size - start)]
             _pread_exact(self._fd, block, entry.data_offset + start * entry.dtype.itemsize)
