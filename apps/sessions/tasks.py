@@ -32,5 +32,12 @@ def sessions_watchdog() -> int:
 @shared_task(name="fl_sessions.start_scheduled_session", bind=True, ignore_result=True)
 def start_scheduled_session(self: Any, schedule_name: str | None = None, **config: Any) -> None:
     """Start a session from a beat schedule, or record why it was skipped."""
-    name = schedule_name or self.request.get("periodic_task_name") or "schedule"
+    # Beat's header is a request attribute on a worker, but stays under `headers` when run eagerly.
+    headers = self.request.get("headers") or {}
+    name = (
+        schedule_name
+        or self.request.get("periodic_task_name")
+        or headers.get("periodic_task_name")
+        or "schedule"
+    )
     session_start_scheduled(schedule_name=name, config=config)
