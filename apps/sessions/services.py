@@ -482,7 +482,8 @@ def package_change_guard() -> str | None:
 
 def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> ScheduledStart:
     """What a beat schedule does when it fires: start a session, or record it skipped with the reason."""
-    body = {"session_id": f"{schedule_name}-{timezone.now():%Y%m%d-%H%M%S}", **config}
+    # A short random tail: two firings in one second (e.g. a manual run) must not share an id.
+    body = {"session_id": f"{schedule_name}-{timezone.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", **config}
     try:
         session = session_start_legacy(body)
     except SessionError as exc:
