@@ -73,7 +73,9 @@ def iter_chunks(key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     bucket = getattr(default_storage, "bucket", None)
     if bucket is not None:
         # S3: read the object body straight from boto3 instead of django-storages' spooled file.
-        name = default_storage._normalize_name(default_storage._clean_name(key))
+        from storages.utils import clean_name
+
+        name = default_storage._normalize_name(clean_name(key))
         body = bucket.Object(name).get()["Body"]
         try:
             yield from body.iter_chunks(chunk_size)
