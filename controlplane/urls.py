@@ -1,8 +1,12 @@
 import os
+from typing import Any
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from django.views.generic import RedirectView
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.clients.api import legacy as client_routes
@@ -65,8 +69,16 @@ LEGACY_ROUTES = {
     "get_plot_data": session_routes.get_plot_data,
 }
 
+
+def documented(view: Any) -> Any:
+    """Flat FEDn routes take and return free-form JSON unless the view documents itself."""
+    if type(view.cls.__dict__.get("schema")) is not AutoSchema or getattr(view, "kwargs", None):
+        return view  # already annotated with extend_schema
+    return extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)(view)
+
+
 api_patterns: list[URLPattern | URLResolver] = [
-    re_path(rf"^{name}/?$", view, name=f"legacy-{name.replace('_', '-')}")
+    re_path(rf"^{name}/?$", documented(view), name=f"legacy-{name.replace('_', '-')}")
     for name, view in LEGACY_ROUTES.items()
 ]
 api_patterns.append(path("api/v1/", include(router.urls)))
