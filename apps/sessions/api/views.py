@@ -1,4 +1,5 @@
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -120,10 +121,31 @@ class RoundViewSet(FednReadViewSet):
         return Response({"accepted": True}, status=status.HTTP_201_CREATED)
 
 
-class StatusViewSet(FednReadViewSet):
+class CombinerForwardedViewSet(FednReadViewSet):
+    """Read routes, plus POST of documents a combiner forwards (role `combiner`)."""
+
+    record: ClassVar[Callable[..., int]]
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "create":
+            return [IsCombinerRole()]
+        return super().get_permissions()
+
+    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
+    def create(self, request: Request) -> Response:
+        """Documents forwarded by a combiner, in FEDn's camelCase MessageToDict form."""
+        try:
+            created = type(self).record(docs=as_documents(request.data))
+        except SessionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return Response({"created": created}, status=status.HTTP_201_CREATED)
+
+
+class StatusViewSet(CombinerForwardedViewSet):
     queryset = Status.objects.all()
     serializer_class = StatusSerializer
     filterset_class = StatusFilterSet
+    record = staticmethod(statuses_record)
     entity_name = "Status"
     default_sort_key = "timestamp"
     sort_fields = {
@@ -133,39 +155,12 @@ class StatusViewSet(FednReadViewSet):
         "log_level": "log_level",
     }
 
-    def get_permissions(self) -> list[Any]:
-        if self.action == "create":
-            return [IsCombinerRole()]
-        return super().get_permissions()
 
-    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
-    def create(self, request: Request) -> Response:
-        """Events forwarded by a combiner (FEDn's camelCase status documents)."""
-        try:
-            created = statuses_record(docs=as_documents(request.data))
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
-        return Response({"created": created}, status=status.HTTP_201_CREATED)
-
-
-class ValidationViewSet(FednReadViewSet):
+class ValidationViewSet(CombinerForwardedViewSet):
     queryset = Validation.objects.all()
     serializer_class = ValidationSerializer
     filterset_class = ValidationFilterSet
+    record = staticmethod(validations_record)
     entity_name = "Validation"
     default_sort_key = "timestamp"
     sort_fields = {"timestamp": "timestamp", "model_id": "model_id", "sender.name": "sender_name"}
-
-    def get_permissions(self) -> list[Any]:
-        if self.action == "create":
-            return [IsCombinerRole()]
-        return super().get_permissions()
-
-    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
-    def create(self, request: Request) -> Response:
-        """Validations forwarded by a combiner (FEDn's camelCase documents)."""
-        try:
-            created = validations_record(docs=as_documents(request.data))
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
-        return Response({"created": created}, status=status.HTTP_201_CREATED)
