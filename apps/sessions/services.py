@@ -473,13 +473,6 @@ def event_log(
     )
 
 
-def package_change_guard() -> str | None:
-    """Packages may not change under a running session."""
-    if Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).exists():
-        return "A session is running; set the compute package when it has ended."
-    return None
-
-
 def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> ScheduledStart:
     """What a beat schedule does when it fires: start a session, or record it skipped with the reason."""
     # A short random tail: two firings in one second (e.g. a manual run) must not share an id.
