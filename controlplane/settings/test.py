@@ -10,5 +10,6 @@ from controlplane.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks enqueued by API tests go nowhere; a shared Redis queue would leak them into e2e runs.
 CELERY_BROKER_URL = os.environ.get("FEDPLANE_TEST_CELERY_BROKER_URL", "memory://")
+CELERY_BROKER_TRANSPORT = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_RESULT_BACKEND = "cache+memory://"
