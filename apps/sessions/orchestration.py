@@ -408,11 +408,14 @@ def session_fail(session: Session, reason: str) -> None:
 
 def session_stop_now(session: Session) -> None:
     current = session.current_round
+    participants: list[str] = []
     if current is not None and current.status == RoundStatus.PENDING:
-        for combiner in Combiner.objects.filter(name__in=current.round_data.get("participants", [])):
-            with contextlib.suppress(CombinerError):
-                combiner_client(combiner).stop()
+        participants = current.round_data.get("participants", [])
+        # Close the round first, so the "stopped" reports the combiners send back are refused.
         Round.objects.filter(pk=current.pk).update(
             status=RoundStatus.STOPPED, status_reason="session stopped"
         )
     _end(session, SessionStatus.STOPPED, "Stopped on request.", LogLevel.INFO)
+    for combiner in Combiner.objects.filter(name__in=participants):
+        with contextlib.suppress(CombinerError):
+            combiner_client(combiner).stop()

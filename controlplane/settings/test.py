@@ -13,3 +13,8 @@ CELERY_BROKER_URL = os.environ.get("FEDPLANE_TEST_CELERY_BROKER_URL", "memory://
 CELERY_BROKER_TRANSPORT = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_RESULT_BACKEND = "cache+memory://"
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not Django's shared in-memory connection: live-server threads then get connections
+    # of their own and lock like the real processes do.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
