@@ -16,9 +16,12 @@ from fedplane.client.logs import setup_logging
 def _add_start_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--controller", help="controller base URL, e.g. http://127.0.0.1:8092")
     parser.add_argument("-n", "--name", help="client name (letters, digits, _ and -); default client<8 hex>")
-    parser.add_argument("--token", help="auth token, sent as '<FEDN_AUTH_SCHEME or Bearer> <token>'")
+    parser.add_argument(
+        "--token",
+        help="auth token (role client) for the controller and the combiner, sent as '<FEDN_AUTH_SCHEME> <token>'",
+    )
     parser.add_argument("-c", "--preferred-combiner", help="ask the controller for this combiner")
-    parser.add_argument("--secure", action="store_true", default=None, help="TLS to the combiner (+ token)")
+    parser.add_argument("--secure", action="store_true", default=None, help="TLS to the combiner")
     parser.add_argument("--verify", action="store_true", default=None, help="verify TLS certificates")
     parser.add_argument("--checksum", help="expected sha256 of the compute package")
     parser.add_argument("--init", metavar="SETTINGS_YAML", help="FEDn-style client settings; its values win")

@@ -87,6 +87,10 @@ class CombinerLink:
             ("grpc-server", assignment.host),
             ("client", config.name),
         )
+        if token and not self.target.tls:
+            # Unlike 0.9.5 (which sends it on TLS only), the token travels on plain channels too,
+            # so a combiner with auth on can tell clients apart. Call credentials need TLS.
+            self.metadata += (("authorization", f"{config.auth_scheme} {token}"),)
         address = f"{self.target.host}:{self.target.port}"
         options = channel_options(config)
         if self.target.tls:
