@@ -57,6 +57,10 @@ def add_aliases(filterset: type[django_filters.FilterSet], aliases: dict[str, st
         filterset.base_filters[alias] = filterset.base_filters[target]
 
 
+# Query parameters that steer paging or rendering rather than filter.
+NON_FILTER_PARAMS = frozenset({"format", "limit", "offset", "skip"})
+
+
 class FednFilterBackend(DjangoFilterBackend):
     """Reads filters from the query string, or from the JSON/form body on POST."""
 
@@ -64,7 +68,21 @@ class FednFilterBackend(DjangoFilterBackend):
         kwargs = super().get_filterset_kwargs(request, queryset, view)
         if request.method == "POST":
             kwargs["data"] = body_filters(request)
+            names = set(kwargs["data"])
+        else:
+            names = set(request.query_params) - NON_FILTER_PARAMS
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is not None:
+            refuse_unknown_filters(names, filterset_class)
         return kwargs
+
+
+def refuse_unknown_filters(names: set[str], filterset_class: type[django_filters.FilterSet]) -> None:
+    """A misspelt filter would otherwise be dropped and the whole table answered."""
+    unknown = sorted(names - set(filterset_class.base_filters))
+    if unknown:
+        allowed = ", ".join(sorted(filterset_class.base_filters))
+        raise ValidationError(f"Unknown filter {', '.join(unknown)}; filter by one of: {allowed}")
 
 
 def body_filters(request: Request) -> dict[str, str]:
