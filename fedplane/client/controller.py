@@ -109,7 +109,10 @@ class ControllerClient:
         if response.status_code == 401:
             if message == "Token expired" and self._refresh_token():
                 raise ControllerUnavailable("token refreshed; retrying")
-            raise ControllerRejected(f"controller refused the token (401): {message or 'unauthorized'}")
+            hint = (
+                "" if self._token else "; auth is on and this client has no token: give --token (role client)"
+            )
+            raise ControllerRejected(f"controller refused the token (401): {message or 'unauthorized'}{hint}")
         if not 200 <= response.status_code < 204:
             raise ControllerUnavailable(f"controller answered HTTP {response.status_code}")
         if not isinstance(body, dict):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fedplane.client.config import ClientConfig
+from fedplane.client.controller import ControllerClient, ControllerRejected
 from fedplane.client.tests.fakes import FakeCombiner, FakeController, wait_until
 from fedplane.client.tests.test_client_integration import TINY_PACKAGE, RunningClient, _config
 
@@ -31,3 +33,21 @@ def test_plain_channel_carries_the_token_when_there_is_one(
         client.stop()
         controller.stop()
         combiner.stop()
+
+
+@pytest.mark.parametrize(("token", "hint_given"), [(None, True), ("tok", False)])
+def test_refused_client_without_a_token_is_told_to_give_one(
+    monkeypatch: pytest.MonkeyPatch, token: str | None, hint_given: bool
+) -> None:
+    monkeypatch.delenv("FEDN_AUTH_SCHEME", raising=False)
+    controller = FakeController(package=TINY_PACKAGE, combiner_port=1).start()
+    controller.scripted_assign = [(401, {"message": "Invalid token"})]
+    client = ControllerClient(ClientConfig(controller_url=controller.url, name="c1", token=token))
+    try:
+        with pytest.raises(ControllerRejected, match=r"refused the token \(401\): Invalid token") as refused:
+            client.assign()
+    finally:
+        controller.stop()
+    assert ("give --token (role client)" in str(refused.value)) is hint_given
+    # FEDn's header even without a token: the literal "None".
+    assert controller.assign_requests[0]["authorization"] == f"Bearer {token}"
