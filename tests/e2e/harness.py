@@ -42,6 +42,8 @@ SCRUBBED_ENV = (
     "DJANGO_SETTINGS_MODULE",
     "FEDN_AUTH_TOKEN",
     "FEDN_JWT_SECRET_KEY",
+    "FEDPLANE_COMBINER_TOKEN",
+    "FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS",
 )
 
 T = TypeVar("T")
@@ -239,7 +241,15 @@ class Process:
 class Federation:
     """Controller, worker, combiners and clients of one run, each a process group of its own."""
 
-    def __init__(self, backend: Backend, *, client_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        client_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        api_token: str | None = None,
+    ) -> None:
+        """`env` goes to every process (e.g. FEDN_JWT_SECRET_KEY); `api_token` to `self.api`."""
         self.backend = backend
         self.var_dir = backend.var_dir
         self.logs = self.var_dir / "logs"
@@ -254,10 +264,11 @@ class Federation:
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
             "FEDPLANE_CONTROLLER_PORT": str(self.port),
+            **(env or {}),
         }
         self.client_env = client_env or {}
         self.processes: dict[str, Process] = {}
-        self.api = APIClient("127.0.0.1", self.port, timeout=30)
+        self.api = APIClient("127.0.0.1", self.port, timeout=30, token=api_token)
         self._log_serial = 0
 
     # ------------------------------------------------------------ processes
@@ -389,7 +400,7 @@ class Federation:
             ],
         )
 
-    def start_combiner(self, name: str) -> None:
+    def start_combiner(self, name: str, *, extra_env: dict[str, str] | None = None) -> None:
         expected = len(self.combiner_names()) + 1
         self.spawn(
             name,
@@ -412,6 +423,7 @@ class Federation:
                 "--grace",
                 "2",
             ],
+            env=extra_env,
         )
         self.wait_for(
             f"combiner {name} to register",
@@ -431,6 +443,7 @@ class Federation:
         *,
         combiner: str | None = None,
         extra_env: dict[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
         workdir = self.var_dir / "clients" / name
         workdir.mkdir(parents=True, exist_ok=True)
@@ -438,6 +451,8 @@ class Federation:
         argv += ["--workdir", str(workdir / "package"), "--heartbeat-interval", "1"]
         if combiner:
             argv += ["--preferred-combiner", combiner]
+        if token:
+            argv += ["--token", token]
         env = {
             **self.client_env,
             "FEDPLANE_CLIENT_INDEX": str(index),
