@@ -22,7 +22,7 @@ from apps.models.services import (
     model_set_active,
     model_trail,
 )
-from controlplane.api.fields import as_http_date
+from controlplane.api.fields import as_http_date, as_plain
 from controlplane.api.legacy import failure, int_param, success, window
 
 
@@ -40,7 +40,8 @@ def get_model_trail(request: Request) -> Response:
     trail = model_trail()
     if not trail:
         return failure("No model trail available.")
-    return Response({str(m.model_id): str(m.committed_at) for m in trail})
+    # FEDn pushes str(datetime) onto the trail: `2024-05-22 14:49:40.123456`, no offset.
+    return Response({str(m.model_id): as_plain(m.committed_at) for m in trail})
 
 
 def _lineage(request: Request, walk: Any) -> Response:
