@@ -116,6 +116,20 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     )
 
 
+def auth_summary(settings: NodeSettings) -> tuple[int, str]:
+    """The log level and line that tell an operator how this node treats tokens."""
+    if settings.auth is None:
+        return logging.INFO, "grpc auth off (FEDN_JWT_SECRET_KEY unset)"
+    if settings.auth.allow_tokenless_clients:
+        return logging.WARNING, (
+            "grpc auth on; client rpcs without a token are let in (FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS)"
+        )
+    return (
+        logging.INFO,
+        "grpc auth on: client rpcs need a client token, control rpcs an admin or combiner token",
+    )
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     args = build_parser(environ).parse_args(argv)
@@ -130,6 +144,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         logger.error("cannot start the combiner: %s", exc)
         return 2
 
+    logger.log(*auth_summary(settings))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
