@@ -3,8 +3,9 @@
 Starts the controller, a Celery worker (with beat), one combiner and three clients on the
 embedded defaults (SQLite, files under var/demo, Celery's filesystem broker), uploads
 examples/digits, runs a 5-round session, prints a table per round and stops everything it
-started. With --serve the control plane stays up until Ctrl-C. DATABASE_URL, CELERY_BROKER_URL
-and S3_* in the environment are used instead of the defaults when set.
+started. With --serve the control plane stays up until Ctrl-C. With --auth every process runs with
+a fresh FEDN_JWT_SECRET_KEY and a token of its role from `manage.py fedplane_token`. DATABASE_URL,
+CELERY_BROKER_URL and S3_* in the environment are used instead of the defaults when set.
 """
 
 from __future__ import annotations
@@ -82,6 +83,23 @@ class Federation:
                 raise SystemExit(f"{name} exited with code {process.returncode}; its log ends:\n{tail}")
 
 
+def mint_tokens(federation: Federation) -> dict[str, str]:
+    """A token per role from the management command, as an operator would mint them."""
+    tokens = {}
+    for role in ("admin", "client", "combiner"):
+        done = subprocess.run(
+            [PY, "manage.py", "fedplane_token", "--role", role, "--subject", f"demo-{role}", "--days", "1"],
+            cwd=ROOT,
+            env=federation.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        tokens[role] = done.stdout.strip()
+    return tokens
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
@@ -143,6 +161,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8092)
     parser.add_argument("--combiner-port", type=int, default=12080)
     parser.add_argument("--var-dir", default=str(ROOT / "var" / "demo"))
+    parser.add_argument("--auth", action="store_true", help="switch token auth on for every process")
     args = parser.parse_args()
 
     var_dir = Path(args.var_dir).resolve()
@@ -183,6 +202,13 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        tokens: dict[str, str] = {}
+        if args.auth:
+            federation.env["FEDN_JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
+            tokens = mint_tokens(federation)
+            # Controller and worker present the admin token on their Control calls to the combiner.
+            federation.env["FEDPLANE_COMBINER_TOKEN"] = tokens["admin"]
+            print("Auth is on: tokens minted with manage.py fedplane_token for admin, client and combiner")
         print(
             "Starting the controller, a Celery worker, a combiner and "
             f"{args.clients} clients (logs in {federation.logs}) ..."
@@ -206,7 +232,7 @@ def main() -> int:
             "-s",
             str(var_dir / "celerybeat-schedule"),
         )
-        api = APIClient("127.0.0.1", args.port)
+        api = APIClient("127.0.0.1", args.port, token=tokens.get("admin"))
         wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
         federation.start(
             "combiner",
@@ -225,6 +251,7 @@ def main() -> int:
             str(var_dir / "media"),
             "--workdir",
             str(var_dir / "combiner"),
+            *(["--token", tokens["combiner"]] if args.auth else []),
         )
         wait_for("the combiner to register", lambda: api.get_combiners_count() >= 1, 60, federation)
 
@@ -248,6 +275,7 @@ def main() -> int:
                 name,
                 "--workdir",
                 str(workdir / "package"),
+                *(["--token", tokens["client"]] if args.auth else []),
                 cwd=workdir,
                 extra_env={"FEDPLANE_CLIENT_INDEX": str(index), "FEDPLANE_NUM_CLIENTS": str(args.clients)},
             )
@@ -298,6 +326,10 @@ def main() -> int:
         print(f"Total time {time.monotonic() - began:.0f} s\n")
         print(f"Admin:    {url}/admin/   user admin, password {password}")
         print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
+        if args.auth:
+            print(
+                f"Token:    export FEDN_AUTH_TOKEN={tokens['admin']}   (role admin, for fedplane and APIClient)"
+            )
         if args.serve:
             print("\nServing; press Ctrl-C to stop everything.")
             while True:
