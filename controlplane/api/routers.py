@@ -1,8 +1,13 @@
-from rest_framework.routers import SimpleRouter
+from rest_framework.routers import DefaultRouter
 
 
-class OptionalSlashRouter(SimpleRouter):
-    """Routes that answer with and without a trailing slash (FEDn's clients use both), no redirects."""
+class OptionalSlashRouter(DefaultRouter):
+    """Routes that answer with and without a trailing slash (FEDn's clients use both), no redirects.
+
+    `/api/v1/` itself lists the entity collections, so the browsable API has a front door.
+    """
+
+    include_format_suffixes = False
 
     def __init__(self) -> None:
         super().__init__()
