@@ -134,18 +134,21 @@ def model_find(identifier: str) -> Model | None:
 def model_ancestors(
     model: Model, *, limit: int = DEFAULT_LINEAGE_LIMIT, include_self: bool = False
 ) -> list[Model]:
-    """Nearest parent first; with include_self the model itself leads."""
-    lineage = [model] if include_self else []
+    """Up to `limit` parents, nearest first; with include_self the model itself leads.
+
+    As in FEDn, the limit counts parents only: include_self adds the model on top of them.
+    """
+    parents: list[Model] = []
     current = model
     seen = {model.pk}
-    while len(lineage) < limit and current.parent_id is not None:
+    while len(parents) < limit and current.parent_id is not None:
         parent = Model.objects.filter(model_id=current.parent_id).first()
         if parent is None or parent.pk in seen:
             break
-        lineage.append(parent)
+        parents.append(parent)
         seen.add(parent.pk)
         current = parent
-    return lineage[:limit]
+    return [model, *parents] if include_self else parents
 
 
 def model_descendants(model: Model, *, limit: int = DEFAULT_LINEAGE_LIMIT) -> list[Model]:
