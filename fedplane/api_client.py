@@ -266,9 +266,14 @@ class APIClient:
         count = n_max if n_max else self.get_models_count()
         headers = {"X-Limit": str(count), "X-Reverse": "true" if reverse else "false"}
         params = {"include_self": "true" if include_self else "false"}
-        return self._json(
+        trail = self._json(
             self._send("GET", self._get_url_api_v1(f"models/{id}/ancestors"), params=params, headers=headers)
         )
+        if n_max and isinstance(trail, list) and len(trail) > n_max:
+            # The server's limit counts parents only (FEDn 0.9.5), so include_self can add one more;
+            # n_max here caps the models returned, keeping the ones nearest to the model.
+            trail = trail[-n_max:] if reverse else trail[:n_max]
+        return trail
 
     def download_model(self, id: str, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Download the model file to ``path``; returns ``{"success", "message"}``."""
