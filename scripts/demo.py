@@ -207,7 +207,7 @@ def main() -> int:
             federation.env["FEDN_JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
             tokens = mint_tokens(federation)
             # Controller and worker present the admin token on their Control calls to the combiner.
-            federation.env["FEDPLANE_COMBINER_TOKEN"] = tokens["admin"]
+            federation.env["FEDPLANE_CONTROL_TOKEN"] = tokens["admin"]
             print("Auth is on: tokens minted with manage.py fedplane_token for admin, client and combiner")
         print(
             "Starting the controller, a Celery worker, a combiner and "

@@ -58,7 +58,7 @@ def combiner_client(combiner: Combiner) -> CombinerClient:
     return CombinerClient(
         combiner.address,
         combiner.port,
-        token=settings.FEDPLANE_COMBINER_TOKEN or None,
+        token=settings.FEDPLANE_CONTROL_TOKEN or None,
         secure=combiner.secure_grpc,
         root_cert=combiner.certificate.encode() if combiner.certificate else None,
         timeout=GRPC_TIMEOUT,

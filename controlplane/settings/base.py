@@ -86,8 +86,8 @@ FEDN_AUTH_SCHEME = env_str("FEDN_AUTH_SCHEME", "Bearer")
 FEDN_JWT_CUSTOM_CLAIM_KEY = env_str("FEDN_JWT_CUSTOM_CLAIM_KEY")
 FEDN_JWT_CUSTOM_CLAIM_VALUE = env_str("FEDN_JWT_CUSTOM_CLAIM_VALUE")
 FEDN_AUTH_WHITELIST_URL_PREFIX = env_str("FEDN_AUTH_WHITELIST_URL_PREFIX")
-# Token the controller presents to combiners on Control calls.
-FEDPLANE_COMBINER_TOKEN = env_str("FEDPLANE_COMBINER_TOKEN", env_str("FEDN_AUTH_TOKEN"))
+# Token the controller and workers present to combiners on Control calls (role admin or combiner).
+FEDPLANE_CONTROL_TOKEN = env_str("FEDPLANE_CONTROL_TOKEN", env_str("FEDN_AUTH_TOKEN"))
 
 LOGGING = {
     "version": 1,

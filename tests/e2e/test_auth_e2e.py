@@ -3,7 +3,7 @@
 
 Controller, worker and combiner share FEDN_JWT_SECRET_KEY. The combiner registers and reports with
 a `combiner` token, the controller and worker make Control calls with an `admin` token
-(FEDPLANE_COMBINER_TOKEN), two clients hold `client` tokens and the APIClient an `admin` token.
+(FEDPLANE_CONTROL_TOKEN), two clients hold `client` tokens and the APIClient an `admin` token.
 """
 
 from __future__ import annotations
@@ -72,13 +72,13 @@ def secured(e2e_dir: Path) -> Iterator[Secured]:
     federation = Federation(
         backend,
         client_env=CLIENT_ENV,
-        env={"FEDN_JWT_SECRET_KEY": SECRET, "FEDPLANE_COMBINER_TOKEN": tokens["admin"]},
+        env={"FEDN_JWT_SECRET_KEY": SECRET, "FEDPLANE_CONTROL_TOKEN": tokens["admin"]},
         api_token=tokens["admin"],
     )
     try:
         federation.start_controller()
         federation.start_worker()
-        # In the combiner node FEDPLANE_COMBINER_TOKEN is its own --token, for the controller.
+        # The combiner node reads its own --token for the controller from FEDPLANE_COMBINER_TOKEN.
         federation.start_combiner(COMBINER, extra_env={"FEDPLANE_COMBINER_TOKEN": tokens["combiner"]})
         federation.upload_digits()
         for index, name in enumerate(CLIENTS):
