@@ -1,5 +1,7 @@
+import json
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
@@ -153,9 +155,33 @@ class ValidationSerializer(serializers.ModelSerializer):
         return validation_doc(instance, typed=not skip_typing(self.context))
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class JsonObjectField(serializers.Field):
+    """A JSON object; in form data, its JSON text. Anything else is refused rather than emptied."""
+
+    default_error_messages = {"invalid": "must be a JSON object"}
+
+    def get_value(self, dictionary: Any) -> Any:
+        # DictField would gather `name.key` form fields and turn a plain string into {}.
+        return dictionary.get(self.field_name, serializers.empty)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                self.fail("invalid")
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class SessionCreateSerializer(StrictSerializer):
     session_id = serializers.CharField(required=False, allow_null=True, max_length=128)
-    session_config = serializers.DictField()
+    session_config = JsonObjectField()
 
 
 class SessionStartSerializer(StrictSerializer):
