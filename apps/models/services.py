@@ -53,6 +53,8 @@ def validate_npz(path: Path) -> int:
 
 def model_create_seed(*, upload: UploadedFile) -> Model:
     """Store an uploaded seed model and make it the active model (FEDn's set_initial_model)."""
+    # A new active model mid-session would become the parent of the session's next round.
+    refuse_change_while_guarded()
     model_id = uuid.uuid4()
     key = artifact_key(model_id)
     try:
@@ -99,13 +101,17 @@ def model_commit(
         raise
 
 
-@transaction.atomic
-def model_set_active(*, model: Model) -> Model:
-    """Point FEDn's current model at `model`; refused while a session runs (it would break lineage)."""
+def refuse_change_while_guarded() -> None:
     for guard in change_guards:
         refusal = guard()
         if refusal:
             raise ModelError(refusal)
+
+
+@transaction.atomic
+def model_set_active(*, model: Model) -> Model:
+    """Point FEDn's current model at `model`; refused while a session runs (it would break lineage)."""
+    refuse_change_while_guarded()
     Model.objects.filter(active=True).exclude(pk=model.pk).update(active=False)
     Model.objects.filter(pk=model.pk).update(active=True)
     model.active = True
