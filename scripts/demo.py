@@ -178,6 +178,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{args.port}"
     password = secrets.token_urlsafe(9)
     began = time.monotonic()
+    serving = False
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -332,13 +333,15 @@ def main() -> int:
             )
         if args.serve:
             print("\nServing; press Ctrl-C to stop everything.")
+            serving = True
             while True:
                 federation.check_alive()
                 time.sleep(1)
         return 0 if session["status"] == "Finished" else 1
     except KeyboardInterrupt:
-        print("\nInterrupted.")
-        return 130
+        # Ctrl-C is how serve mode ends; before that it cuts the demo short.
+        print("\nStopped." if serving else "\nInterrupted.")
+        return 0 if serving else 130
     finally:
         print("Stopping what the demo started ...")
         federation.stop()
