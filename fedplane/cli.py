@@ -133,9 +133,11 @@ class Entity:
     name: str
     noun: str
     aliases: tuple[str, ...]
-    list_call: Callable[[APIClient, int | None], Any]
+    list_call: Callable[..., Any]
     show_call: Callable[[APIClient, str], Any]
     columns: Sequence[Column]
+    # (option, APIClient keyword, help) of the filters `list` offers.
+    filters: tuple[tuple[str, str, str], ...] = ()
 
 
 ENTITIES: tuple[Entity, ...] = (
@@ -173,7 +175,7 @@ ENTITIES: tuple[Entity, ...] = (
         "models",
         "model",
         ("model",),
-        lambda api, n: api.get_models(n_max=n),
+        lambda api, n, **filters: api.get_models(n_max=n, **filters),
         lambda api, id: api.get_model(id),
         [
             ("model", field("model")),
@@ -181,6 +183,7 @@ ENTITIES: tuple[Entity, ...] = (
             ("session_id", field("session_id")),
             ("committed_at", field("committed_at")),
         ],
+        (("--session-id", "session_id", "only models this session committed"),),
     ),
     Entity(
         "packages",
@@ -231,7 +234,7 @@ ENTITIES: tuple[Entity, ...] = (
         "statuses",
         "status event",
         ("events",),
-        lambda api, n: api.get_statuses(n_max=n),
+        lambda api, n, **filters: api.get_statuses(n_max=n, **filters),
         lambda api, id: api.get_status(id),
         [
             ("id", field("id")),
@@ -241,12 +244,17 @@ ENTITIES: tuple[Entity, ...] = (
             ("sender", field("sender.name")),
             ("status", field("status")),
         ],
+        (
+            ("--session-id", "session_id", "only this session's events"),
+            ("--type", "event_type", "only this type, e.g. MODEL_UPDATE"),
+            ("--sender", "sender_name", "only events sent by this client or combiner"),
+        ),
     ),
     Entity(
         "validations",
         "validation",
         ("validation",),
-        lambda api, n: api.get_validations(n_max=n),
+        lambda api, n, **filters: api.get_validations(n_max=n, **filters),
         lambda api, id: api.get_validation(id),
         [
             ("id", field("id")),
@@ -256,6 +264,11 @@ ENTITIES: tuple[Entity, ...] = (
             ("session_id", field("session_id")),
             ("data", field("data")),
         ],
+        (
+            ("--session-id", "session_id", "only this session's validations"),
+            ("--model-id", "model_id", "only validations of this model"),
+            ("--sender", "sender_name", "only validations by this client"),
+        ),
     ),
 )
 
@@ -290,7 +303,10 @@ def report_result(ctx: Context, result: Mapping[str, Any]) -> int:
 
 def cmd_entity_list(ctx: Context, args: argparse.Namespace) -> int:
     entity: Entity = args.entity
-    answer = entity.list_call(ctx.api, args.n_max)
+    filters = {
+        keyword: value for _, keyword, _ in entity.filters if (value := getattr(args, keyword)) is not None
+    }
+    answer = entity.list_call(ctx.api, args.n_max, **filters)
     if ctx.as_json:
         print_json(answer, ctx.out)
         return EXIT_OK
@@ -591,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
         actions = entity_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         listing = actions.add_parser("list", parents=[common], help=f"list {entity.name}, newest first")
         listing.add_argument("--n-max", type=positive_int, metavar="N", help="show at most N")
+        for option, keyword, help_text in entity.filters:
+            listing.add_argument(option, dest=keyword, metavar="VALUE", help=help_text)
         listing.set_defaults(handler=cmd_entity_list, entity=entity)
         show = actions.add_parser("show", parents=[common], help=f"show one {entity.noun}")
         show.add_argument("id", metavar="ID")

@@ -648,3 +648,16 @@ def test_cli_session_start_watch_follows_rounds_to_the_end(
         "round 2  Failed  participants=0",
         "session s1: Failed",
     ]
+
+
+def test_cli_list_filters_become_the_apiclient_query(
+    fake: FakeController, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.routes[("GET", "/api/v1/statuses/")] = (200, {"count": 0, "result": []})
+    code, _, _ = run_cli(fake, capsys, "statuses", "list", "--session-id", "s1", "--type", "MODEL_UPDATE")
+    assert code == EXIT_OK
+    assert fake.last.query == {"session_id": "s1", "type": "MODEL_UPDATE"}
+    fake.routes[("GET", "/api/v1/validations/")] = (200, {"count": 0, "result": []})
+    code, _, _ = run_cli(fake, capsys, "validations", "list", "--model-id", "m1", "--sender", "alice")
+    assert code == EXIT_OK
+    assert fake.last.query == {"modelId": "m1", "sender.name": "alice"}
