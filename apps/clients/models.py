@@ -11,7 +11,7 @@ class Client(models.Model):
     combiner = models.ForeignKey(
         Combiner, on_delete=models.SET_NULL, null=True, blank=True, related_name="clients"
     )
-    combiner_preferred = models.CharField(max_length=128, blank=True, default="")
+    combiner_preferred = models.CharField(max_length=128, blank=True, default="", db_index=True)
     ip = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=ClientStatus.choices, default=ClientStatus.AVAILABLE, db_index=True

@@ -24,7 +24,12 @@ class ComputePackage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["active"], condition=Q(active=True), name="one_active_package"),
         ]
-        indexes = [models.Index(fields=["name"]), models.Index(fields=["file_name"])]
+        indexes = [
+            models.Index(fields=["name"]),
+            models.Index(fields=["file_name"]),
+            models.Index(fields=["storage_file_name"]),
+            models.Index(fields=["helper"]),
+        ]
 
     def __str__(self) -> str:
         return self.name or self.file_name

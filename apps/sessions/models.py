@@ -21,7 +21,7 @@ class Session(models.Model):
     )
     status_reason = models.TextField(blank=True, default="")
 
-    aggregator = models.CharField(max_length=64, default="fedavg")
+    aggregator = models.CharField(max_length=64, default="fedavg", db_index=True)
     aggregator_kwargs = models.JSONField(blank=True, null=True)
     round_timeout = models.PositiveIntegerField(default=180)
     buffer_size = models.IntegerField(default=-1, help_text="-1: wait for every selected client.")
@@ -110,9 +110,11 @@ class Status(models.Model):
     """An event (FEDn's `control.status`)."""
 
     sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
-    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER)
+    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER, db_index=True)
     status = models.TextField(blank=True, default="")
-    log_level = models.CharField(max_length=16, choices=LogLevel.choices, default=LogLevel.INFO)
+    log_level = models.CharField(
+        max_length=16, choices=LogLevel.choices, default=LogLevel.INFO, db_index=True
+    )
     data = models.TextField(blank=True, default="")
     correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
     timestamp = models.DateTimeField(db_index=True)
@@ -132,9 +134,11 @@ class Validation(models.Model):
     """A client's validation of a model (FEDn's `control.validations`)."""
 
     sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
-    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER)
+    sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER, db_index=True)
     receiver_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
-    receiver_role = models.CharField(max_length=16, choices=Role.choices, default=Role.COMBINER)
+    receiver_role = models.CharField(
+        max_length=16, choices=Role.choices, default=Role.COMBINER, db_index=True
+    )
     model_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     data = models.TextField(blank=True, default="", help_text="JSON of the metrics.")
     correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
