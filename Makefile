@@ -136,7 +136,7 @@ services-stop: ## stop the services
 services-status: ## show which services run
 	$(SERVICES) status
 
-demo: install ## run scripts/demo.sh (pass options with ARGS="...")
+demo: install ## set up and train examples/digits on the embedded defaults (ARGS="--serve", "--auth", ...)
 	scripts/demo.sh $(ARGS)
 
 serve: install ## migrate, then run the controller on http://127.0.0.1:8092
