@@ -209,21 +209,14 @@ class TaskRunner:
             timestamp=str(datetime.now()),
             meta=json.dumps(meta),
         )
-        try:
-            link.combiner.SendModelUpdate(update, metadata=link.metadata, timeout=STATUS_TIMEOUT)
-        except grpc.RpcError as exc:
-            raise TaskFailed(f"combiner did not take the model update: {exc.code().name}") from exc
-        except ValueError as exc:
-            raise TaskFailed(f"model update not sent: {exc}") from exc
-        send_status(
+        self._deliver(
+            link.combiner.SendModelUpdate,
+            update,
+            "model update",
             link,
-            self.config,
+            request,
+            fedn_pb2.StatusType.MODEL_UPDATE,
             "Model update completed.",
-            log_level=fedn_pb2.Status.AUDIT,
-            status_type=fedn_pb2.StatusType.MODEL_UPDATE,
-            related=update,
-            correlation_id=request.correlation_id,
-            session_id=request.session_id,
         )
 
     def _validate(self, request: fedn_pb2.TaskRequest, link: CombinerLink, scratch: Path) -> None:
@@ -247,19 +240,40 @@ class TaskRunner:
             session_id=request.session_id,
         )
         validation.timestamp.GetCurrentTime()
+        self._deliver(
+            link.combiner.SendModelValidation,
+            validation,
+            "validation",
+            link,
+            request,
+            fedn_pb2.StatusType.MODEL_VALIDATION,
+            "Model validation completed.",
+        )
+
+    def _deliver(
+        self,
+        rpc: Any,
+        message: Any,
+        what: str,
+        link: CombinerLink,
+        request: fedn_pb2.TaskRequest,
+        status_type: int,
+        done: str,
+    ) -> None:
+        """Hand a task's result to the combiner, then tell FEDn's AUDIT status that it is done."""
         try:
-            link.combiner.SendModelValidation(validation, metadata=link.metadata, timeout=STATUS_TIMEOUT)
+            rpc(message, metadata=link.metadata, timeout=STATUS_TIMEOUT)
         except grpc.RpcError as exc:
-            raise TaskFailed(f"combiner did not take the validation: {exc.code().name}") from exc
+            raise TaskFailed(f"combiner did not take the {what}: {exc.code().name}") from exc
         except ValueError as exc:
-            raise TaskFailed(f"validation not sent: {exc}") from exc
+            raise TaskFailed(f"{what} not sent: {exc}") from exc
         send_status(
             link,
             self.config,
-            "Model validation completed.",
+            done,
             log_level=fedn_pb2.Status.AUDIT,
-            status_type=fedn_pb2.StatusType.MODEL_VALIDATION,
-            related=validation,
+            status_type=status_type,
+            related=message,
             correlation_id=request.correlation_id,
             session_id=request.session_id,
         )
