@@ -1,5 +1,6 @@
 """The compute package admin: listing, upload through package_create, activation, download."""
 
+import gzip
 import io
 import tarfile
 from typing import Any
@@ -20,9 +21,15 @@ FEDN_YAML = (
 
 
 def package_archive() -> bytes:
-    """A small valid compute package: fedn.yaml and a script in one top folder."""
+    """A small valid compute package: fedn.yaml and a script in one top folder.
+
+    The gzip header's time is fixed, so two calls give the same bytes whenever they run.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as archive,
+    ):
         for name, content in (("package/fedn.yaml", FEDN_YAML), ("package/train.py", b"print('train')\n")):
             info = tarfile.TarInfo(name)
             info.size = len(content)
