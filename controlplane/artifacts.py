@@ -53,11 +53,7 @@ def spool_upload(
 def save(key: str, path: Path) -> str:
     """Store the file at `key`; returns the stored key."""
     with path.open("rb") as handle:
-        stored = default_storage.save(key, File(handle, name=key))
-    if stored != key:
-        default_storage.delete(stored)
-        raise RuntimeError(f"artifact storage renamed {key} to {stored}")
-    return stored
+        return save_fileobj(key, handle)
 
 
 def save_fileobj(key: str, handle: IO[bytes]) -> str:
@@ -96,14 +92,30 @@ def delete(key: str) -> None:
         default_storage.delete(key)
 
 
+def download(key: str, path: Path) -> None:
+    """Write an artifact to a local file, in chunks."""
+    with path.open("wb") as handle:
+        for chunk in iter_chunks(key):
+            handle.write(chunk)
+
+
+def digest(key: str) -> tuple[int, str]:
+    """(size, sha256) of a stored artifact, read as a stream."""
+    sha256 = hashlib.sha256()
+    size = 0
+    for chunk in iter_chunks(key):
+        sha256.update(chunk)
+        size += len(chunk)
+    return size, sha256.hexdigest()
+
+
 @contextmanager
 def local_copy(key: str, suffix: str = "") -> Iterator[Path]:
     """A temporary local copy of an artifact, for code that needs a real file (numpy, tarfile)."""
-    with tempfile.NamedTemporaryFile(prefix="fedplane-artifact-", suffix=suffix) as copy:
-        for chunk in iter_chunks(key):
-            copy.write(chunk)
-        copy.flush()
-        yield Path(copy.name)
+    with tempfile.TemporaryDirectory(prefix="fedplane-artifact-") as folder:
+        path = Path(folder) / f"artifact{suffix}"
+        download(key, path)
+        yield path
 
 
 def streaming_response(key: str, filename: str, size: int | None = None) -> StreamingHttpResponse:

@@ -35,6 +35,7 @@ from apps.sessions.services import (
 )
 from controlplane import artifacts
 from fedplane.aggregators import weighted_average_files
+from fedplane.numpyhelper import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> M
         # One combiner: its model is the new global model; adopt the artifact as it is.
         model_id = uuid.UUID(reports[0].model_id)
         key = artifact_key(model_id)
-        size, sha256 = artifact_digest(key)
+        size, sha256 = artifacts.digest(key)
     else:
         model_id = uuid.uuid4()
         key = artifact_key(model_id)
@@ -296,14 +297,13 @@ def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> M
             inputs = []
             for report in reports:
                 local = Path(workdir) / f"{report.model_id}.npz"
-                with local.open("wb") as handle:
-                    for chunk in artifacts.iter_chunks(artifact_key(report.model_id)):
-                        handle.write(chunk)
+                artifacts.download(artifact_key(report.model_id), local)
                 inputs.append((local, report.num_examples))
             combined = Path(workdir) / "combined.npz"
             weighted_average_files(inputs, combined)
+            # Hash the local file: reading the stored copy back would move the model twice.
+            size, sha256 = combined.stat().st_size, sha256_of(combined)
             artifacts.save(key, combined)
-        size, sha256 = artifact_digest(key)
     current.round_data = {
         **current.round_data,
         "reduce": {
@@ -319,17 +319,6 @@ def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> M
     )
     current.round_data["time_commit"] = (timezone.now() - commit_started).total_seconds()
     return model
-
-
-def artifact_digest(key: str) -> tuple[int, str]:
-    import hashlib
-
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in artifacts.iter_chunks(key):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def send_validation(session: Session, current: Round, model: Model, combiner_names: Iterable[str]) -> None:

@@ -27,10 +27,10 @@ from fedplane.client.controller import (
     ControllerClient,
     ControllerRejected,
     ControllerUnavailable,
-    sha256_of,
 )
 from fedplane.client.logs import log_event
 from fedplane.client.tasks import TaskRunner, send_status, worker
+from fedplane.numpyhelper import sha256_of
 from fedplane.packages import (
     Dispatcher,
     EntryPointFailed,
