@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from controlplane.settings.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "fedplane-insecure-development-key-change-me")
@@ -17,6 +19,7 @@ INSTALLED_APPS = [
     "storages",
     "django_celery_beat",
     "django_celery_results",
+    "axes",
     "apps.packages",
     "apps.combiners",
     "apps.clients",
@@ -32,6 +35,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: it turns a flagged login request into the lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # FEDn's routes are served both with and without a trailing slash; no redirects.
@@ -57,6 +62,28 @@ TEMPLATES = [
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+
+# Login throttling (django-axes): the axes backend refuses a locked-out login before ModelBackend
+# checks the password, so a locked account cannot be probed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("FEDPLANE_LOGIN_FAILURE_LIMIT", 5)
+# 0 minutes: the lock stays until an operator removes it (admin or `manage.py axes_reset`).
+_cooloff_minutes = env_int("FEDPLANE_LOGIN_COOLOFF_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes) if _cooloff_minutes > 0 else None
+# One username from one address: a wrong password elsewhere cannot lock an operator out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lock ends a fixed time after the last counted failure; attempts while locked do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# gunicorn is reached directly, so the peer address is the client. Forwarded headers are not trusted:
+# a client could set them. Behind a reverse proxy, name its header here (and install django-ipware).
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_HTTP_RESPONSE_CODE = 429
+# A page in the admin's look (JSON for clients that ask for it) with Retry-After.
+AXES_LOCKOUT_CALLABLE = "controlplane.login_lockout.lockout_response"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
