@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import requests
 
 from fedplane.api_client import APIClient, APIError
+from fedplane.tokenfile import ARGV_TOKEN_WARNING, TokenFileError, resolve_token
 
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
@@ -547,7 +548,15 @@ def connection_options(suppress: bool) -> argparse.ArgumentParser:
         + DEFAULT_CONTROLLER_URL
         + ")",
     )
-    group.add_argument("--token", default=default, help="auth token (default: $FEDN_AUTH_TOKEN)")
+    group.add_argument(
+        "--token-file",
+        default=default,
+        metavar="PATH",
+        help="file holding the auth token (default: $FEDPLANE_TOKEN_FILE, else $FEDN_AUTH_TOKEN)",
+    )
+    group.add_argument(
+        "--token", default=default, help="the auth token itself; visible in ps, prefer --token-file"
+    )
     group.add_argument(
         "--json", action="store_true", default=default if suppress else False, help="print raw JSON answers"
     )
@@ -704,7 +713,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def resolve_connection(args: argparse.Namespace) -> APIClient:
+def resolve_connection(args: argparse.Namespace, err: TextIO = sys.stderr) -> APIClient:
+    """The APIClient the options describe; TokenFileError for a token file that cannot be used."""
+    token = resolve_token(
+        token_file=getattr(args, "token_file", None),
+        token=getattr(args, "token", None),
+        environ=os.environ,
+        file_variables=("FEDPLANE_TOKEN_FILE",),
+        variables=("FEDN_AUTH_TOKEN",),
+    )
+    if token.from_argv:
+        print(f"fedplane: warning: {ARGV_TOKEN_WARNING}", file=err)
     host = (
         getattr(args, "host", None)
         or os.environ.get("FEDPLANE_CONTROLLER")
@@ -718,7 +737,7 @@ def resolve_connection(args: argparse.Namespace) -> APIClient:
     if ca_bundle:
         verify = ca_bundle
     timeout = getattr(args, "timeout", None) or 30.0
-    return APIClient(host, verify=verify, token=getattr(args, "token", None), timeout=timeout)
+    return APIClient(host, verify=verify, token=token.token, timeout=timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -734,7 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
-    api = resolve_connection(args)
+    try:
+        api = resolve_connection(args, err)
+    except TokenFileError as exc:
+        print(f"fedplane: error: {exc}", file=err)
+        return EXIT_USAGE
     ctx = Context(api=api, as_json=bool(getattr(args, "json", False)), out=out, err=err)
     try:
         return args.handler(ctx, args)
