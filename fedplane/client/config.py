@@ -50,6 +50,11 @@ class ClientConfig:
     backoff_max: float = 30.0
     auth_scheme: str = field(default_factory=lambda: os.environ.get("FEDN_AUTH_SCHEME", "Bearer"))
     url_prefix: str = field(default_factory=lambda: os.environ.get("FEDN_CUSTOM_URL_PREFIX", ""))
+    # mTLS to the combiner: the certificate and key this client presents, and the CA it trusts for
+    # the combiner's certificate. Each one alone switches TLS on.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    ca: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.controller_url:
@@ -64,6 +69,8 @@ class ClientConfig:
             raise ConfigError("heartbeat interval and timeouts must be positive")
         if self.reconnect_after_missed_heartbeat < 1:
             raise ConfigError("reconnect_after_missed_heartbeat must be at least 1")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ConfigError("a client certificate needs its key: give both client_cert and client_key")
 
     @property
     def base_url(self) -> str:
@@ -71,6 +78,29 @@ class ClientConfig:
 
     def with_token(self, token: str) -> ClientConfig:
         return replace(self, token=token)
+
+    @property
+    def tls_required(self) -> bool:
+        return self.secure or self.ca is not None or self.client_cert is not None
+
+    def client_identity(self) -> tuple[bytes, bytes] | None:
+        """(private key, certificate chain) PEM to present to the combiner, read now."""
+        if self.client_cert is None or self.client_key is None:
+            return None
+        return read_pem(self.client_key, "client key"), read_pem(self.client_cert, "client certificate")
+
+    def ca_certificates(self) -> bytes | None:
+        return read_pem(self.ca, "CA bundle") if self.ca is not None else None
+
+
+def read_pem(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise ConfigError(f"the {what} {path} is empty")
+    return data
 
 
 def controller_url_from(host: str, port: int | str | None, *, force_ssl: bool = False) -> str:
@@ -108,6 +138,7 @@ def read_settings_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 _BOOL_KEYS = {"secure", "verify", "trainer", "validator"}
 _FLOAT_KEYS = {"heartbeat_interval", "task_timeout", "transfer_timeout", "request_timeout"}
+_PATH_KEYS = {"workdir", "client_cert", "client_key", "ca"}
 
 
 def build_config(cli: dict[str, Any], settings: dict[str, Any] | None = None) -> ClientConfig:
@@ -132,8 +163,8 @@ def build_config(cli: dict[str, Any], settings: dict[str, Any] | None = None) ->
             values[key] = float(value)
         elif key == "reconnect_after_missed_heartbeat":
             values[key] = int(value)
-        elif key == "workdir":
-            values[key] = Path(value)
+        elif key in _PATH_KEYS:
+            values[key] = Path(value) if value not in (None, "") else None
         elif key in ("name", "token", "checksum") and value is not None:
             values[key] = str(value)
         elif key in known:
@@ -141,8 +172,11 @@ def build_config(cli: dict[str, Any], settings: dict[str, Any] | None = None) ->
         # Other FEDn keys (network_id, client_id, verbosity, logfile, ...) carry no meaning here.
     if "controller_url" not in values:
         raise ConfigError("no controller given: use --controller URL or discover_host in the --init yaml")
-    if "workdir" in values:
-        values["workdir"] = Path(values["workdir"]).absolute()
+    for key in _PATH_KEYS:
+        if values.get(key) is not None:
+            values[key] = Path(values[key]).absolute()
+        else:
+            values.pop(key, None)
     try:
         return ClientConfig(**values)
     except TypeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -38,11 +39,15 @@ class Target:
 
 
 def resolve_target(assignment: Assignment, config: ClientConfig) -> Target:
-    """Where to connect and how, in FEDn 0.9.5's order of precedence."""
+    """Where to connect and how, in FEDn 0.9.5's order of precedence, after our own --ca."""
     host, port = assignment.host, assignment.port
     if assignment.fqdn is not None:
         # As in 0.9.5: a non-null fqdn means a TLS-terminating ingress on 443.
         host, port = assignment.fqdn, 443
+    ca = config.ca_certificates()
+    if ca is not None:
+        # The operator named the CA to trust: it wins over what the assignment or FEDn's variable say.
+        return Target(host, port, True, ca)
     if assignment.certificate:
         try:
             pem = base64.b64decode(assignment.certificate, validate=True)
@@ -53,15 +58,34 @@ def resolve_target(assignment: Assignment, config: ClientConfig) -> Target:
     if root_path:
         with open(root_path, "rb") as fh:
             return Target(host, port, True, fh.read())
-    if config.secure:
+    if config.tls_required:
         if config.verify:
             return Target(host, port, True, None)
         # Trust on first use, like 0.9.5: pin whatever certificate the server presents now.
-        pem_text = ssl.get_server_certificate((host, port), timeout=config.request_timeout)
-        return Target(host, port, True, pem_text.encode())
+        return Target(host, port, True, fetch_server_certificate(host, port, config))
     if port == 443:
         port = 80
     return Target(host, port, False, None)
+
+
+def fetch_server_certificate(host: str, port: int, config: ClientConfig) -> bytes:
+    """The server's certificate as PEM, unverified; presents our certificate when we have one, since
+    a combiner that requires client certificates may end the handshake before we see its own."""
+    if config.client_cert is None or config.client_key is None:
+        return ssl.get_server_certificate((host, port), timeout=config.request_timeout).encode()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(config.client_cert, config.client_key)
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host, port), timeout=config.request_timeout) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise OSError(f"{host}:{port} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
 def channel_options(config: ClientConfig) -> list[tuple[str, int]]:
@@ -94,7 +118,12 @@ class CombinerLink:
         address = f"{self.target.host}:{self.target.port}"
         options = channel_options(config)
         if self.target.tls:
-            credentials = grpc.ssl_channel_credentials(root_certificates=self.target.root_certificates)
+            identity = config.client_identity()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.target.root_certificates,
+                private_key=identity[0] if identity else None,
+                certificate_chain=identity[1] if identity else None,
+            )
             if token:
                 credentials = grpc.composite_channel_credentials(
                     credentials, grpc.metadata_call_credentials(_TokenAuth(config.auth_scheme, token))
@@ -115,6 +144,7 @@ class CombinerLink:
             "combiner_link_open",
             address=address,
             tls=self.target.tls,
+            client_cert=self.target.tls and config.client_cert is not None,
             host=assignment.host,
         )
 
