@@ -17,6 +17,7 @@ from combiner_node.node import CombinerNode, NodeSettings
 from combiner_node.reporter import RegistrationRefused, RegistrationTimeout, register_combiner
 from combiner_node.server import TlsConfig
 from combiner_node.store import StoreError, store_from_spec
+from fedplane.tokenfile import ARGV_TOKEN_WARNING, resolve_token
 
 logger = logging.getLogger("combiner_node")
 
@@ -56,9 +57,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--controller", default=env("CONTROLLER"), help="controller URL, e.g. http://127.0.0.1:8092"
     )
     parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=env("TOKEN_FILE"),
+        help=f"file holding the token for the controller (default {ENV_PREFIX}TOKEN_FILE)",
+    )
+    parser.add_argument(
         "--token",
-        default=env("TOKEN", environ.get("FEDN_AUTH_TOKEN")),
-        help="token for the controller (default FEDN_AUTH_TOKEN)",
+        help=f"token for the controller; visible in ps, prefer --token-file, {ENV_PREFIX}TOKEN "
+        "or FEDN_AUTH_TOKEN",
     )
     parser.add_argument(
         "--store",
@@ -67,6 +74,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--cert", default=env("CERT"), help="TLS certificate (PEM)")
     parser.add_argument("--key", default=env("KEY"), help="TLS private key (PEM)")
+    parser.add_argument(
+        "--client-ca",
+        metavar="PATH",
+        default=env("CLIENT_CA"),
+        help="CA bundle (PEM) for client certificates: every caller must present one it signed (mTLS; "
+        "needs --cert and --key)",
+    )
     parser.add_argument("--max-clients", type=int, default=int(env("MAX_CLIENTS", "30") or 30))
     parser.add_argument(
         "--online-window",
@@ -97,7 +111,19 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     if args.cert or args.key:
         if not (args.cert and args.key):
             raise ValueError("--cert and --key must be given together")
-        tls = TlsConfig(Path(args.cert).read_bytes(), Path(args.key).read_bytes())
+        client_ca = Path(args.client_ca).read_bytes() if args.client_ca else None
+        tls = TlsConfig(Path(args.cert).read_bytes(), Path(args.key).read_bytes(), client_ca)
+    elif args.client_ca:
+        raise ValueError("--client-ca needs --cert and --key: client certificates need TLS")
+    resolved = resolve_token(
+        token_file=args.token_file,
+        token=args.token,
+        environ=environ,
+        file_variables=(ENV_PREFIX + "TOKEN_FILE",),
+        variables=(ENV_PREFIX + "TOKEN", "FEDN_AUTH_TOKEN"),
+    )
+    if resolved.from_argv:
+        logger.warning("%s", ARGV_TOKEN_WARNING)
     if args.max_clients < 1:
         raise ValueError("--max-clients must be at least 1")
     return NodeSettings(
@@ -106,7 +132,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         bind=args.bind or args.host,
         port=args.port,
         controller_url=args.controller,
-        token=args.token,
+        token=resolved.token,
         auth_scheme=environ.get("FEDN_AUTH_SCHEME", "Bearer"),
         auth=AuthSettings.from_env(environ),
         tls=tls,
@@ -145,6 +171,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
 
     logger.log(*auth_summary(settings))
+    if settings.tls is not None:
+        logger.info(
+            "grpc tls on; %s",
+            "client certificates required (--client-ca)"
+            if settings.tls.client_ca_pem
+            else "no client certificates asked for",
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
