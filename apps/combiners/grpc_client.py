@@ -1,7 +1,8 @@
 """The controller's gRPC client for one combiner (Control and Connector calls).
 
-Pure Python on purpose: it imports neither Django nor the rest of the app, so it can be used from
-Celery tasks, services and tests alike. Every call has a deadline.
+Pure Python on purpose: it needs neither Django nor the rest of the app, so it can be used from
+Celery tasks, services and tests alike. Every call has a deadline. Its mTLS identity comes from
+Django's settings when Django is configured (controller, worker), else from the environment.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -37,6 +40,48 @@ class CombinerRejected(CombinerError):
     """The combiner answered with an error (bad config, refused credentials, ...)."""
 
 
+@dataclass(frozen=True)
+class ControlTls:
+    """PEM file paths: the certificate and key the controller presents to combiners that require
+    client certificates, and the CA it checks their certificates against."""
+
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca: str | None = None
+
+    @classmethod
+    def configured(cls) -> ControlTls:
+        """FEDPLANE_CONTROL_CLIENT_CERT, _CLIENT_KEY and _CA, from Django's settings when configured."""
+        names = ("FEDPLANE_CONTROL_CLIENT_CERT", "FEDPLANE_CONTROL_CLIENT_KEY", "FEDPLANE_CONTROL_CA")
+        values: list[str | None] = [os.environ.get(name) or None for name in names]
+        try:
+            from django.conf import settings
+        except ImportError:
+            settings = None
+        if settings is not None and (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
+            values = [getattr(settings, name, None) or None for name in names]
+        return cls(*values)
+
+    def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(private key, certificate chain, root certificates), read now so a renewed file is used."""
+        if bool(self.client_cert) != bool(self.client_key):
+            raise CombinerRejected("FEDPLANE_CONTROL_CLIENT_CERT and FEDPLANE_CONTROL_CLIENT_KEY go together")
+
+        def load(path: str | None, what: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise CombinerRejected(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+        return (
+            load(self.client_key, "FEDPLANE_CONTROL_CLIENT_KEY"),
+            load(self.client_cert, "FEDPLANE_CONTROL_CLIENT_CERT"),
+            load(self.ca, "FEDPLANE_CONTROL_CA"),
+        )
+
+
 def stringify_config(config: Mapping[str, Any]) -> list[fedn_pb2.Parameter]:
     """FEDn sends every value as `str(value)`: True -> "True", dicts and None as Python repr."""
     return [fedn_pb2.Parameter(key=str(key), value=str(value)) for key, value in config.items()]
@@ -53,12 +98,15 @@ class CombinerClient:
         root_cert: bytes | None = None,
         timeout: float = 10.0,
         auth_scheme: str | None = None,
+        tls: ControlTls | None = None,
     ) -> None:
+        """`tls` None: the configured ControlTls. It applies to secure channels only."""
         self.address = address
         self.port = port
         self.target = f"{address}:{port}"
         self.secure = secure or root_cert is not None
         self.root_cert = root_cert
+        self.tls = tls if tls is not None else ControlTls.configured()
         self.timeout = timeout
         scheme = auth_scheme or os.environ.get("FEDN_AUTH_SCHEME", "Bearer")
         self._metadata: tuple[tuple[str, str], ...] = (
@@ -71,7 +119,13 @@ class CombinerClient:
     @contextmanager
     def _channel(self) -> Iterator[grpc.Channel]:
         if self.secure:
-            credentials = grpc.ssl_channel_credentials(root_certificates=self.root_cert)
+            private_key, certificate_chain, ca = self.tls.read()
+            credentials = grpc.ssl_channel_credentials(
+                # A configured CA is the operator's choice and wins over what the combiner registered.
+                root_certificates=ca or self.root_cert,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
             channel = grpc.secure_channel(self.target, credentials)
         else:
             channel = grpc.insecure_channel(self.target)

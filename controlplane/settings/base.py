@@ -115,6 +115,11 @@ FEDN_JWT_CUSTOM_CLAIM_VALUE = env_str("FEDN_JWT_CUSTOM_CLAIM_VALUE")
 FEDN_AUTH_WHITELIST_URL_PREFIX = env_str("FEDN_AUTH_WHITELIST_URL_PREFIX")
 # Token the controller and workers present to combiners on Control calls (role admin or combiner).
 FEDPLANE_CONTROL_TOKEN = env_str("FEDPLANE_CONTROL_TOKEN", env_str("FEDN_AUTH_TOKEN"))
+# mTLS toward combiners started with --client-ca: PEM paths of the certificate and key the controller
+# and workers present, and of the CA their certificates are checked against (on TLS channels only).
+FEDPLANE_CONTROL_CLIENT_CERT = env_str("FEDPLANE_CONTROL_CLIENT_CERT")
+FEDPLANE_CONTROL_CLIENT_KEY = env_str("FEDPLANE_CONTROL_CLIENT_KEY")
+FEDPLANE_CONTROL_CA = env_str("FEDPLANE_CONTROL_CA")
 
 LOGGING = {
     "version": 1,
