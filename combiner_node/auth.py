@@ -1,13 +1,20 @@
-"""JWT checks on incoming gRPC calls, as FEDn's interceptor does, with two changes:
-control calls need an `admin` or `combiner` token, and an expired token says so."""
+"""Who is calling the combiner, and may they make this call.
+
+Tokens are FEDn's HS256 JWTs, with stricter rules: only the gRPC health service is open; every
+token needs `exp` and `jti`, and a revoked `jti` is refused; client rpcs need a `client` token whose
+`sub` is the sender named in the message; the other rpcs need an `admin` token, or the `combiner`
+token of this very combiner. With mutual TLS, a client certificate's common name binds the same way.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import jwt
@@ -25,18 +32,9 @@ CLIENT_METHODS = frozenset(
         "/fedn.ModelService/Upload",
     }
 )
-CONTROL_METHODS = frozenset(
-    {
-        "/fedn.Control/Start",
-        "/fedn.Control/Stop",
-        "/fedn.Control/FlushAggregationQueue",
-        "/fedn.Control/SetAggregator",
-        "/fedn.Connector/AcceptingClients",
-        "/fedn.Connector/ListActiveClients",
-    }
-)
-CONTROL_ROLES = frozenset({"admin", "combiner"})
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REQUIRED_CLAIMS = ("exp", "jti")
+NO_SUBJECT = "Token has no subject (sub): mint it with --subject naming the client or combiner"
 
 
 @dataclass(frozen=True)
@@ -73,33 +71,182 @@ class AuthDenied(Exception):
         self.details = details
 
 
-def check_call(settings: AuthSettings, method: str, metadata: Mapping[str, str]) -> None:
-    """Raises AuthDenied when the call may not proceed."""
-    if method.startswith(HEALTH_PREFIX) or metadata.get("user-agent", "").startswith("grpc_health_probe"):
-        return
-    header = metadata.get("authorization")
-    if header is None:
-        if method in CLIENT_METHODS and settings.allow_tokenless_clients:
-            # 0.9.5 clients never send their token on insecure channels.
-            return
-        raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token is missing")
+@dataclass(frozen=True)
+class Caller:
+    """What a call proves about its sender; all None with auth off or for a tokenless client."""
+
+    role: str | None = None
+    subject: str | None = None
+    jti: str | None = None
+    expires_at: float | None = None
+    common_name: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """The client this call speaks for, when a token or certificate says so."""
+        if self.role == "client" and self.subject:
+            return self.subject
+        return self.common_name
+
+
+class RevocationList:
+    """The `jti`s the controller has revoked; replaced whole by each successful fetch."""
+
+    def __init__(self, revoked: Iterable[str] = ()) -> None:
+        self._revoked = frozenset(revoked)
+        self._lock = threading.Lock()
+        self.updated_at: float | None = None
+
+    def replace(self, revoked: Iterable[str]) -> None:
+        revoked = frozenset(revoked)
+        with self._lock:
+            added = revoked - self._revoked
+            self._revoked = revoked
+            self.updated_at = time.monotonic()
+        if added:
+            logger.info("revoked tokens updated added=%d total=%d", len(added), len(revoked))
+
+    def __contains__(self, jti: object) -> bool:
+        with self._lock:
+            return jti in self._revoked
+
+
+def _decode(settings: AuthSettings, header: str) -> dict[str, Any]:
     prefix = f"{settings.scheme} "
     if not header.startswith(prefix):
         raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, f"Invalid token scheme, expected {settings.scheme}")
     try:
-        payload = jwt.decode(header[len(prefix) :].strip(), settings.secret, algorithms=[settings.algorithm])
+        return jwt.decode(
+            header[len(prefix) :].strip(),
+            settings.secret,
+            algorithms=[settings.algorithm],
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, f"Token has no {exc.claim!r} claim") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Invalid token") from exc
-    role = payload.get("role")
-    if method in CLIENT_METHODS and role != "client":
-        raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
-    if method in CONTROL_METHODS and role not in CONTROL_ROLES:
-        raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
-    claim_key, claim_value = settings.custom_claim_key, settings.custom_claim_value
-    if claim_key and claim_value is not None and payload.get(claim_key) != claim_value:
-        raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+
+
+class IdentityGuard:
+    """Checks each call (from the interceptor) and binds message sender names (from the servicers)."""
+
+    def __init__(
+        self,
+        settings: AuthSettings | None,
+        *,
+        combiner_name: str,
+        revoked: RevocationList | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.combiner_name = combiner_name
+        self.revoked = revoked if revoked is not None else RevocationList()
+        self._clock = clock
+
+    def check_call(self, method: str, metadata: Mapping[str, str]) -> Caller:
+        """The caller of `method`; raises AuthDenied when the call may not proceed."""
+        settings = self.settings
+        if settings is None or method.startswith(HEALTH_PREFIX):
+            return Caller()
+        header = metadata.get("authorization")
+        if header is None:
+            if method in CLIENT_METHODS and settings.allow_tokenless_clients:
+                # FEDn 0.9.5 clients never send their token on insecure channels.
+                return Caller()
+            raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token is missing")
+        claims = _decode(settings, header)
+        jti = str(claims["jti"])
+        if jti in self.revoked:
+            raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token revoked")
+        claim_key, claim_value = settings.custom_claim_key, settings.custom_claim_value
+        if claim_key and claim_value is not None and claims.get(claim_key) != claim_value:
+            raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+        role = claims.get("role")
+        subject = claims.get("sub")
+        subject = subject if isinstance(subject, str) and subject else None
+        caller = Caller(role=role, subject=subject, jti=jti, expires_at=float(claims["exp"]))
+        if method in CLIENT_METHODS:
+            if role != "client":
+                raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+            if subject is None:
+                raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, NO_SUBJECT)
+            return caller
+        # Everything else drives or inspects this combiner: the controller's admin token, or
+        # this combiner's own token, never another combiner's.
+        if role == "admin":
+            return caller
+        if role != "combiner":
+            raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+        if subject is None:
+            raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, NO_SUBJECT)
+        if subject != self.combiner_name:
+            raise AuthDenied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Token speaks for combiner {subject!r}, not {self.combiner_name!r}",
+            )
+        return caller
+
+    def caller(self, context: grpc.ServicerContext) -> Caller:
+        """The caller of a call the interceptor already let in, with its certificate's name."""
+        common_names = context.auth_context().get("x509_common_name") or []
+        common_name = common_names[0].decode("utf-8", "replace") if common_names else None
+        settings = self.settings
+        header = None
+        if settings is not None:
+            metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+            header = metadata.get("authorization")
+        if settings is None or not isinstance(header, str):
+            return Caller(common_name=common_name)
+        try:
+            claims = _decode(settings, header)
+        except AuthDenied as denied:
+            _abort(context, denied)
+        subject = claims.get("sub")
+        return Caller(
+            role=claims.get("role"),
+            subject=subject if isinstance(subject, str) and subject else None,
+            jti=str(claims["jti"]),
+            expires_at=float(claims["exp"]),
+            common_name=common_name,
+        )
+
+    def require_sender(self, context: grpc.ServicerContext, sender: str) -> Caller:
+        """Aborts with PERMISSION_DENIED unless the caller's token and certificate name `sender`."""
+        caller = self.caller(context)
+        if caller.role == "client" and caller.subject is not None and caller.subject != sender:
+            _abort(
+                context,
+                AuthDenied(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"Token speaks for client {caller.subject!r}, not {sender!r}",
+                ),
+            )
+        if caller.common_name is not None and caller.common_name != sender:
+            _abort(
+                context,
+                AuthDenied(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"Certificate speaks for {caller.common_name!r}, not {sender!r}",
+                ),
+            )
+        return caller
+
+    def still_valid(self, caller: Caller) -> AuthDenied | None:
+        """Why a long-lived call's token no longer holds (revoked or expired since it began)."""
+        if caller.jti is not None and caller.jti in self.revoked:
+            return AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token revoked")
+        if caller.expires_at is not None and caller.expires_at <= self._clock():
+            return AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token expired")
+        return None
+
+
+def _abort(context: grpc.ServicerContext, denied: AuthDenied) -> NoReturn:
+    logger.info("grpc call refused code=%s reason=%s", denied.code.name, denied.details)
+    context.abort(denied.code, denied.details)
+    raise AssertionError("context.abort returned")  # abort always raises
 
 
 def _abort_handler(handler: grpc.RpcMethodHandler | None, denied: AuthDenied) -> grpc.RpcMethodHandler:
@@ -117,8 +264,8 @@ def _abort_handler(handler: grpc.RpcMethodHandler | None, denied: AuthDenied) ->
 
 
 class JWTInterceptor(grpc.ServerInterceptor):
-    def __init__(self, settings: AuthSettings) -> None:
-        self.settings = settings
+    def __init__(self, guard: IdentityGuard) -> None:
+        self.guard = guard
 
     def intercept_service(
         self,
@@ -128,7 +275,7 @@ class JWTInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         metadata = {key.lower(): value for key, value in (handler_call_details.invocation_metadata or ())}
         try:
-            check_call(self.settings, method, metadata)
+            self.guard.check_call(method, metadata)
         except AuthDenied as denied:
             logger.info(
                 "grpc call refused method=%s code=%s reason=%s", method, denied.code.name, denied.details

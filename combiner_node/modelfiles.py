@@ -25,6 +25,10 @@ class UploadTooLarge(ValueError):
     pass
 
 
+class UploadNotWanted(ValueError):
+    """An upload from a caller with no outstanding task, or more uploads than its tasks."""
+
+
 def check_model_id(model_id: str) -> str:
     """Model ids become file names here, so only plain names are allowed."""
     if not SAFE_ID.match(model_id) or ".." in model_id:
@@ -41,6 +45,9 @@ class ModelFiles:
         self.max_upload_bytes = max_upload_bytes
         self._keep_staged = keep_staged
         self._staged: collections.OrderedDict[str, Path] = collections.OrderedDict()
+        # Unclaimed uploads per uploader ("" for callers without an identity), oldest first.
+        self._uploads: dict[str, collections.OrderedDict[str, None]] = {}
+        self._owners: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # Global models -------------------------------------------------------------------------
@@ -87,10 +94,22 @@ class ModelFiles:
     def update_path(self, model_update_id: str) -> Path:
         return self.updates_dir / check_model_id(model_update_id)
 
-    def receive_upload(self, model_id: str, chunks: Iterable[bytes]) -> Path:
-        """Write an uploaded update; refuses ids already present and uploads over the size bound."""
+    def receive_upload(
+        self, model_id: str, chunks: Iterable[bytes], *, owner: str = "", quota: int | None = None
+    ) -> Path:
+        """Write an uploaded update; refuses ids already present and uploads over the size bound.
+
+        `quota` bounds the unclaimed uploads `owner` may keep on disk: a named owner's oldest
+        upload makes room for its newest (a retry), a nameless caller is refused instead.
+        """
         path = self.update_path(model_id)
         partial = path.with_name(path.name + ".partial")
+        if quota is not None and quota <= 0:
+            raise UploadNotWanted(
+                "no training task of the current round waits for a model update from this caller"
+            )
+        if owner == "" and quota is not None and self.pending_uploads("") >= quota:
+            raise UploadNotWanted(f"{quota} model updates are already waiting for their tasks")
         if path.exists() or partial.exists():
             raise FileExistsError(f"model {model_id!r} was already uploaded")
         size = 0
@@ -108,11 +127,43 @@ class ModelFiles:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
             raise
+        evicted: list[str] = []
+        with self._lock:
+            uploads = self._uploads.setdefault(owner, collections.OrderedDict())
+            uploads[model_id] = None
+            self._owners[model_id] = owner
+            while quota is not None and len(uploads) > quota:
+                old, _ = uploads.popitem(last=False)
+                self._owners.pop(old, None)
+                evicted.append(old)
+        for old in evicted:
+            with contextlib.suppress(FileNotFoundError, InvalidModelId):
+                self.update_path(old).unlink()
         return path
 
+    def upload_owner(self, model_update_id: str) -> str | None:
+        """Who uploaded an update still on disk ("" for a caller without an identity)."""
+        with self._lock:
+            return self._owners.get(model_update_id)
+
+    def pending_uploads(self, owner: str) -> int:
+        with self._lock:
+            return len(self._uploads.get(owner, ()))
+
     def discard_update(self, model_update_id: str) -> None:
+        self._forget(model_update_id)
         with contextlib.suppress(FileNotFoundError, InvalidModelId):
             self.update_path(model_update_id).unlink()
+
+    def _forget(self, model_update_id: str) -> None:
+        with self._lock:
+            owner = self._owners.pop(model_update_id, None)
+            if owner is not None:
+                uploads = self._uploads.get(owner)
+                if uploads is not None:
+                    uploads.pop(model_update_id, None)
+                    if not uploads:
+                        del self._uploads[owner]
 
     def purge_updates_older_than(self, timestamp: float) -> int:
         """Uploads that no SendModelUpdate claimed; called between rounds to bound disk use."""
@@ -121,5 +172,6 @@ class ModelFiles:
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_mtime < timestamp:
                     path.unlink()
+                    self._forget(path.name)
                     removed += 1
         return removed

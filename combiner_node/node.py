@@ -11,10 +11,11 @@ from pathlib import Path
 
 import grpc
 
-from combiner_node.auth import AuthSettings, JWTInterceptor
+from combiner_node.auth import AuthSettings, IdentityGuard, JWTInterceptor, RevocationList
 from combiner_node.clients import ClientRegistry
 from combiner_node.modelfiles import ModelFiles
 from combiner_node.reporter import ControllerReporter
+from combiner_node.revocations import POLL_SECONDS, RevocationPoller
 from combiner_node.rounds import AggregatorFactory, RoundHandler, default_aggregator_factory
 from combiner_node.server import Servicers, TlsConfig, create_server
 from combiner_node.servicers import (
@@ -46,6 +47,7 @@ class NodeSettings:
     online_window: float = 10.0
     workdir: Path | None = None
     max_upload_bytes: int = 2 * 1024**3
+    revocation_poll_seconds: float = POLL_SECONDS
     aggregator_factory: AggregatorFactory = field(default=default_aggregator_factory)
 
 
@@ -62,6 +64,17 @@ class CombinerNode:
             settings.controller_url, token=settings.token, auth_scheme=settings.auth_scheme
         )
         self.files = ModelFiles(self.workdir, max_upload_bytes=settings.max_upload_bytes)
+        self.revoked = RevocationList()
+        self.guard = IdentityGuard(settings.auth, combiner_name=settings.name, revoked=self.revoked)
+        self._revocations: RevocationPoller | None = None
+        if settings.auth is not None and settings.controller_url:
+            self._revocations = RevocationPoller(
+                settings.controller_url,
+                self.revoked,
+                token=settings.token,
+                auth_scheme=settings.auth_scheme,
+                interval=settings.revocation_poll_seconds,
+            )
         self.rounds = RoundHandler(
             combiner_name=settings.name,
             registry=self.registry,
@@ -78,6 +91,7 @@ class CombinerNode:
                 registry=self.registry,
                 reporter=self.reporter,
                 max_clients=settings.max_clients,
+                guard=self.guard,
             ),
             combiner=CombinerServicer(
                 name=settings.name,
@@ -85,12 +99,13 @@ class CombinerNode:
                 rounds=self.rounds,
                 reporter=self.reporter,
                 stopping=self.stopping,
+                guard=self.guard,
             ),
-            model_service=ModelServiceServicer(files=self.files),
+            model_service=ModelServiceServicer(files=self.files, rounds=self.rounds, guard=self.guard),
             control=ControlServicer(rounds=self.rounds),
             reducer=ReducerServicer(),
         )
-        interceptors = [JWTInterceptor(settings.auth)] if settings.auth else []
+        interceptors = [JWTInterceptor(self.guard)] if settings.auth else []
         self.server: grpc.Server
         self.server, self.port, self._health = create_server(
             f"{settings.bind}:{settings.port}", servicers, interceptors=interceptors, tls=settings.tls
@@ -98,6 +113,8 @@ class CombinerNode:
         self._monitor = threading.Thread(target=self._watch_clients, name="client-monitor", daemon=True)
 
     def start(self) -> None:
+        if self._revocations is not None:
+            self._revocations.start()
         self.reporter.start()
         self.rounds.start()
         self.server.start()
@@ -121,6 +138,8 @@ class CombinerNode:
                 {"clients": [change.as_report() for change in leaving]},
             )
         self.reporter.close(timeout=grace)
+        if self._revocations is not None:
+            self._revocations.stop()
         if self._monitor.is_alive():
             self._monitor.join(timeout=TRANSITION_CHECK_SECONDS * 2)
         if self._own_workdir:

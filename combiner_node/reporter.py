@@ -27,7 +27,7 @@ def auth_headers(token: str | None, scheme: str) -> dict[str, str]:
 
 
 class RegistrationRefused(Exception):
-    """The controller answered 400/401 to /add_combiner: retrying cannot help."""
+    """The controller answered 400/401/403 to /add_combiner: retrying cannot help."""
 
 
 class RegistrationTimeout(Exception):
@@ -60,7 +60,7 @@ def register_combiner(
             reason = f"controller unreachable: {exc.__class__.__name__}"
         else:
             payload = _json_or_empty(response)
-            if response.status_code in (400, 401):
+            if response.status_code in (400, 401, 403):
                 raise RegistrationRefused(
                     f"controller refused registration ({response.status_code}): "
                     f"{payload.get('message', response.text[:200])}"

@@ -6,6 +6,7 @@ accepted only for outstanding tasks of the running round, so nothing leaks into 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -134,6 +135,8 @@ class RoundHandler:
         self._lock = threading.Lock()
         self._current: ActiveRound | None = None
         self._previous_round_ids: set[str] = set()
+        # Global models each client was sent a task for: the only ids it may download.
+        self._granted: dict[str, collections.deque[str]] = {}
         self._session_aggregator: tuple[tuple[str, str, str], Aggregator] | None = None
         self._stopping = threading.Event()
         self._idle = threading.Event()
@@ -191,18 +194,55 @@ class RoundHandler:
         with self._lock:
             return self._current.config.round_id if self._current else None
 
+    # What a client may transfer ------------------------------------------------------------
+
+    def may_download(self, client: str, model_id: str) -> bool:
+        """Whether `client` was sent a task on `model_id` (one of its last few tasks)."""
+        with self._lock:
+            return model_id in self._granted.get(client, ())
+
+    def upload_quota(self, client: str | None) -> int:
+        """How many unclaimed updates `client` may keep on disk: one per outstanding training
+        task of the running round; a caller without an identity shares twice the round's tasks."""
+        with self._lock:
+            current = self._current
+            if current is None or current.closed:
+                return 0
+            owners = list(current.outstanding.values())
+        if client is None:
+            return 2 * len(owners)
+        return owners.count(client)
+
+    def _grant(self, task: fedn_pb2.TaskRequest) -> None:
+        with self._lock:
+            granted = self._granted.setdefault(task.receiver.name, collections.deque(maxlen=4))
+            if task.model_id not in granted:
+                granted.append(task.model_id)
+
+    def _dispatch(self, task: fedn_pb2.TaskRequest) -> None:
+        self._grant(task)
+        self.registry.tasks_of(task.receiver.name).put(task)
+
     # Updates from clients ----------------------------------------------------------------------
 
-    def on_model_update(self, update: fedn_pb2.ModelUpdate) -> str:
+    def on_model_update(self, update: fedn_pb2.ModelUpdate, uploader: str = "") -> str:
         """Fold one update into the running round; returns the Response text.
 
         Raises UpdateRejected for malformed updates. Updates that do not belong to the running
         round are answered with an explanation and a WARNING status, and are never kept.
+        `uploader` is the caller's proven name ("" without one): the update file must be its own.
         """
         try:
             update_path = self.files.update_path(update.model_update_id)
         except InvalidModelId as exc:
             raise UpdateRejected(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        owner = self.files.upload_owner(update.model_update_id)
+        if owner is not None and owner != uploader:
+            # Another caller's upload: neither claim it nor discard it.
+            raise UpdateRejected(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"model update {update.model_update_id!r} was uploaded by another caller",
+            )
         try:
             with self._lock:
                 current = self._current
@@ -405,7 +445,7 @@ class RoundHandler:
         with self._lock:
             self._current = current
         for task in tasks:
-            self.registry.tasks_of(task.receiver.name).put(task)
+            self._dispatch(task)
         logger.info(
             "round started round_id=%s clients=%s buffer=%d timeout=%s",
             config.round_id,
@@ -477,7 +517,7 @@ class RoundHandler:
             return
         targets = self._select(self.max_clients)
         for client in targets:
-            self.registry.tasks_of(client).put(self._task(config, job_id, client, fedn_pb2.MODEL_VALIDATION))
+            self._dispatch(self._task(config, job_id, client, fedn_pb2.MODEL_VALIDATION))
         logger.info("validation requested model_id=%s clients=%s", config.model_id, ",".join(targets))
 
     # Reports ---------------------------------------------------------------------------------

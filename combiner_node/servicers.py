@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator
 
 import grpc
 
+from combiner_node.auth import IdentityGuard
 from combiner_node.clients import ClientRegistry
 from combiner_node.messages import combiner_status, to_report
-from combiner_node.modelfiles import InvalidModelId, ModelFiles, UploadTooLarge
+from combiner_node.modelfiles import InvalidModelId, ModelFiles, UploadNotWanted, UploadTooLarge
 from combiner_node.reporter import ControllerReporter
 from combiner_node.roundconfig import RoundConfigError, parse_round_config
 from combiner_node.rounds import RoundHandler, UpdateRejected
@@ -29,16 +30,31 @@ def _client_name(sender: fedn_pb2.Client, context: grpc.ServicerContext) -> str:
     return sender.name
 
 
+def _sender(guard: IdentityGuard, sender: fedn_pb2.Client, context: grpc.ServicerContext) -> str:
+    """The message's sender name, once the caller's token and certificate are shown to be its."""
+    name = _client_name(sender, context)
+    guard.require_sender(context, name)
+    return name
+
+
 class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
     def __init__(
-        self, *, name: str, registry: ClientRegistry, reporter: ControllerReporter, max_clients: int
+        self,
+        *,
+        name: str,
+        registry: ClientRegistry,
+        reporter: ControllerReporter,
+        max_clients: int,
+        guard: IdentityGuard,
     ) -> None:
         self.identity = fedn_pb2.Client(name=name, role=fedn_pb2.COMBINER)
         self.registry = registry
         self.reporter = reporter
         self.max_clients = max_clients
+        self.guard = guard
 
     def SendStatus(self, request: fedn_pb2.Status, context: grpc.ServicerContext) -> fedn_pb2.Response:
+        _sender(self.guard, request.sender, context)
         self.reporter.post("/api/v1/statuses/", to_report(request))
         return fedn_pb2.Response(sender=self.identity, response="Status received.")
 
@@ -55,7 +71,7 @@ class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
         return fedn_pb2.ConnectionResponse(status=fedn_pb2.ACCEPTING if accepting else fedn_pb2.NOT_ACCEPTING)
 
     def SendHeartbeat(self, request: fedn_pb2.Heartbeat, context: grpc.ServicerContext) -> fedn_pb2.Response:
-        self.registry.touch(_client_name(request.sender, context))
+        self.registry.touch(_sender(self.guard, request.sender, context))
         return fedn_pb2.Response(sender=self.identity, response="Heartbeat received")
 
 
@@ -68,7 +84,9 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
         rounds: RoundHandler,
         reporter: ControllerReporter,
         stopping: threading.Event,
+        guard: IdentityGuard,
     ) -> None:
+        self.guard = guard
         self.name = name
         self.identity = fedn_pb2.Client(name=name, role=fedn_pb2.COMBINER)
         self.registry = registry
@@ -80,12 +98,17 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
         self, request: fedn_pb2.ClientAvailableMessage, context: grpc.ServicerContext
     ) -> Iterator[fedn_pb2.TaskRequest]:
         client = _client_name(request.sender, context)
+        caller = self.guard.require_sender(context, client)
         tasks = self.registry.touch(client).tasks
         context.add_callback(tasks.wake)
         text = f"Client {client} connecting to TaskStream."
         logger.info("%s", text)
         self.reporter.post("/api/v1/statuses/", combiner_status(self.name, text))
         while context.is_active() and not self.stopping.is_set():
+            lapsed = self.guard.still_valid(caller)
+            if lapsed is not None:
+                logger.info("task stream closed client=%s reason=%s", client, lapsed.details)
+                context.abort(lapsed.code, lapsed.details)
             # An open stream counts as a sign of life, like a heartbeat.
             self.registry.touch(client)
             task = tasks.get(timeout=TASK_POLL_SECONDS)
@@ -95,9 +118,10 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
     def SendModelUpdate(
         self, request: fedn_pb2.ModelUpdate, context: grpc.ServicerContext
     ) -> fedn_pb2.Response:
-        _client_name(request.sender, context)
+        _sender(self.guard, request.sender, context)
+        uploader = self.guard.caller(context).name or ""
         try:
-            text = self.rounds.on_model_update(request)
+            text = self.rounds.on_model_update(request, uploader)
         except UpdateRejected as rejected:
             context.abort(rejected.code, rejected.message)
         return fedn_pb2.Response(sender=self.identity, response=text)
@@ -105,7 +129,7 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
     def SendModelValidation(
         self, request: fedn_pb2.ModelValidation, context: grpc.ServicerContext
     ) -> fedn_pb2.Response:
-        _client_name(request.sender, context)
+        _sender(self.guard, request.sender, context)
         self.reporter.post("/api/v1/validations/", to_report(request))
         return fedn_pb2.Response(sender=self.identity, response="Validation received.")
 
@@ -115,12 +139,20 @@ class IncompleteUpload(Exception):
 
 
 class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
-    def __init__(self, *, files: ModelFiles) -> None:
+    def __init__(self, *, files: ModelFiles, rounds: RoundHandler, guard: IdentityGuard) -> None:
         self.files = files
+        self.rounds = rounds
+        self.guard = guard
 
     def Download(
         self, request: fedn_pb2.ModelRequest, context: grpc.ServicerContext
     ) -> Iterator[fedn_pb2.ModelResponse]:
+        client = self.guard.caller(context).name
+        if client is not None and not self.rounds.may_download(client, request.id):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"model {request.id!r} is not the model of a task of {client!r}",
+            )
         try:
             chunks = self.files.read_chunks(request.id)
             for chunk in chunks:
@@ -140,6 +172,8 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
         if first is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
         model_id = first.id
+        client = self.guard.caller(context).name
+        quota = self.rounds.upload_quota(client)
 
         def chunks() -> Iterator[bytes]:
             message: fedn_pb2.ModelRequest | None = first
@@ -154,7 +188,9 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
             raise IncompleteUpload(f"upload of {model_id!r} ended without its OK terminator")
 
         try:
-            self.files.receive_upload(model_id, chunks())
+            self.files.receive_upload(model_id, chunks(), owner=client or "", quota=quota)
+        except UploadNotWanted as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except InvalidModelId as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except FileExistsError as exc:

@@ -36,7 +36,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, interval: 
 
 
 class FakeController:
-    """Records every POST; answers from `responses` (path -> (status, body)), else 200 {}."""
+    """Records every POST and GET; answers from `responses` (path -> (status, body)), else 200 {}."""
 
     def __init__(self, port: int = 0) -> None:
         self.requests: list[tuple[str, Any, dict[str, str]]] = []
@@ -52,6 +52,20 @@ class FakeController:
                     controller.requests.append((self.path, body, dict(self.headers)))
                     scripted = controller.responses.get(self.path)
                     status, answer = scripted.pop(0) if scripted else (200, {})
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                with controller.lock:
+                    controller.requests.append((self.path, None, dict(self.headers)))
+                    scripted = controller.responses.get(self.path)
+                    status, answer = (
+                        (scripted[0] if len(scripted) == 1 else scripted.pop(0)) if scripted else (200, {})
+                    )
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -151,9 +151,21 @@ def test_download_streams_one_mebibyte_chunks(node, make_client, tmp_path):
     assert missing == b"" and [r.status for r in responses] == [fedn_pb2.FAILED]
 
 
-def test_upload_writes_the_file_and_refuses_bad_uploads(make_node, make_client):
+def test_upload_writes_the_file_and_refuses_bad_uploads(make_node, make_client, store, tmp_path):
     node = make_node(max_upload_bytes=3 * CHUNK_BYTES)
-    client = make_client("uploader", online=False, port=node.port)
+    client = make_client("uploader", port=node.port)
+    with pytest.raises(grpc.RpcError) as idle:
+        client.upload_bytes("update-0", b"x")
+    assert idle.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # no round, no task to upload for
+    seed = tmp_path / "seed.npz"
+    save_model(seed, [np.zeros(3)])
+    store.write("models/seed.npz", io.BytesIO(seed.read_bytes()))
+    channel, control = control_stub(node.port)
+    with channel:
+        control.Start(
+            start_request(model_id="seed", round_id="1", task="training", round_timeout=30), timeout=10
+        )
+    client.next_task()
     payload = bytes(range(256)) * 9000  # about 2.2 MiB, three chunks
     response = client.upload_bytes("update-1", payload)
     assert (response.id, response.status, response.message) == (

@@ -122,13 +122,25 @@ def test_round_times_out_with_a_straggler_whose_late_update_is_refused(
     assert report["participants"] == ["fast"]
     assert report["data"]["nr_expected_updates"] == 2
 
-    response = slow.send_update(slow_task, layers(9.0), 5, tmp_path)
+    # The round is closed: its update is not even taken onto the combiner's disk.
+    with pytest.raises(grpc.RpcError) as late:
+        slow.send_update(slow_task, layers(9.0), 5, tmp_path)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert list(node.files.updates_dir.iterdir()) == []
+    # An update whose upload made it in before the close is refused with a WARNING status.
+    late_update = fedn_pb2.ModelUpdate(
+        sender=slow.identity,
+        model_id=slow_task.model_id,
+        model_update_id=str(uuid.uuid4()),
+        correlation_id=slow_task.correlation_id,
+        meta='{"training_metadata": {"num_examples": 5}}',
+    )
+    response = slow.combiner.SendModelUpdate(late_update, metadata=slow.metadata, timeout=5)
     assert "refused" in response.response and "after its round was closed" in response.response
     warnings = wait_for(
         lambda: [s for s in controller.items("/api/v1/statuses/") if "refused" in s["status"]]
     )
     assert warnings[0]["logLevel"] == "WARNING"
-    assert list(node.files.updates_dir.iterdir()) == []
 
 
 def test_buffer_size_closes_the_round_early_and_refuses_the_rest(
@@ -146,8 +158,9 @@ def test_buffer_size_closes_the_round_early_and_refuses_the_rest(
     assert time.monotonic() - started < 10
     assert report["status"] == "Success" and report["num_examples"] == 2
     assert report["data"]["nr_required_updates"] == 2
-    response = clients[2].send_update(tasks[2], layers(5.0), 1, tmp_path)
-    assert "refused" in response.response
+    with pytest.raises(grpc.RpcError) as late:
+        clients[2].send_update(tasks[2], layers(5.0), 1, tmp_path)
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_foreign_duplicate_and_misaddressed_updates_are_refused(
