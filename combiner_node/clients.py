@@ -118,6 +118,13 @@ class ClientRegistry:
         for tasks in queues:
             tasks.wake()
 
+    def mark_offline(self, name: str) -> None:
+        """The client's credentials no longer hold: offline now, not after the online window."""
+        with self._lock:
+            state = self._clients.get(name)
+            if state is not None:
+                state.last_seen = self._clock() - self.online_window - 1
+
     def all_offline(self) -> list[ClientTransition]:
         """At shutdown: every client reported online becomes offline, since this combiner leaves."""
         changes: list[ClientTransition] = []

@@ -108,6 +108,7 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
             lapsed = self.guard.still_valid(caller)
             if lapsed is not None:
                 logger.info("task stream closed client=%s reason=%s", client, lapsed.details)
+                self.registry.mark_offline(client)
                 context.abort(lapsed.code, lapsed.details)
             # An open stream counts as a sign of life, like a heartbeat.
             self.registry.touch(client)

@@ -405,6 +405,7 @@ def test_revoked_token_is_refused_and_its_stream_closed(federation: Federation):
     with pytest.raises(grpc.RpcError) as error:
         alice.heartbeat()
     assert (error.value.code(), error.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, "Token revoked")
+    assert "alice" not in federation.node.registry.online_names()
 
 
 def test_combiner_follows_the_controllers_revocation_list(
