@@ -4,7 +4,8 @@ Starts the controller, a Celery worker (with beat), one combiner and three clien
 embedded defaults (SQLite, files under var/demo, Celery's filesystem broker), uploads
 examples/digits, runs a 5-round session, prints a table per round and stops everything it
 started. With --serve the control plane stays up until Ctrl-C. With --auth every process runs with
-a fresh FEDN_JWT_SECRET_KEY and a token of its role from `manage.py fedplane_token`. DATABASE_URL,
+a fresh FEDN_JWT_SECRET_KEY and a token of its role from `manage.py fedplane_token`, handed over in
+a file of mode 0600 (never on the command line, where `ps` shows it). DATABASE_URL,
 CELERY_BROKER_URL and S3_* in the environment are used instead of the defaults when set.
 """
 
@@ -29,6 +30,7 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 
 from fedplane.api_client import APIClient  # noqa: E402
+from fedplane.tokenfile import write_token_file  # noqa: E402
 
 
 class Federation:
@@ -83,12 +85,14 @@ class Federation:
                 raise SystemExit(f"{name} exited with code {process.returncode}; its log ends:\n{tail}")
 
 
-def mint_tokens(federation: Federation) -> dict[str, str]:
-    """A token per role from the management command, as an operator would mint them."""
-    tokens = {}
-    for role in ("admin", "client", "combiner"):
+def mint_token_files(federation: Federation, subjects: dict[str, str]) -> dict[str, Path]:
+    """A token file (mode 0600) per subject -> role, minted with the management command as an
+    operator would; each token's subject is the name of the process that holds it."""
+    secrets_dir = federation.var_dir / "secrets"
+    files = {}
+    for subject, role in subjects.items():
         done = subprocess.run(
-            [PY, "manage.py", "fedplane_token", "--role", role, "--subject", f"demo-{role}", "--days", "1"],
+            [PY, "manage.py", "fedplane_token", "--role", role, "--subject", subject, "--days", "1"],
             cwd=ROOT,
             env=federation.env,
             check=True,
@@ -96,8 +100,8 @@ def mint_tokens(federation: Federation) -> dict[str, str]:
             text=True,
             timeout=60,
         )
-        tokens[role] = done.stdout.strip()
-    return tokens
+        files[subject] = write_token_file(secrets_dir / f"{subject}.token", done.stdout.strip())
+    return files
 
 
 def port_free(port: int) -> bool:
@@ -203,13 +207,23 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        tokens: dict[str, str] = {}
+        client_names = [f"client-{index + 1}" for index in range(args.clients)]
+        token_files: dict[str, Path] = {}
+        admin_token = None
         if args.auth:
             federation.env["FEDN_JWT_SECRET_KEY"] = secrets.token_urlsafe(48)
-            tokens = mint_tokens(federation)
-            # Controller and worker present the admin token on their Control calls to the combiner.
-            federation.env["FEDPLANE_CONTROL_TOKEN"] = tokens["admin"]
-            print("Auth is on: tokens minted with manage.py fedplane_token for admin, client and combiner")
+            token_files = mint_token_files(
+                federation,
+                {"operator": "admin", "combiner": "combiner", **dict.fromkeys(client_names, "client")},
+            )
+            admin_token = token_files["operator"].read_text().strip()
+            # Controller and worker present the admin token on their Control calls to the combiner;
+            # the environment, unlike argv, is readable by this user only.
+            federation.env["FEDPLANE_CONTROL_TOKEN"] = admin_token
+            print(
+                "Auth is on: tokens minted with manage.py fedplane_token for the operator, the combiner "
+                f"and each client, in {var_dir / 'secrets'}"
+            )
         print(
             "Starting the controller, a Celery worker, a combiner and "
             f"{args.clients} clients (logs in {federation.logs}) ..."
@@ -233,7 +247,7 @@ def main() -> int:
             "-s",
             str(var_dir / "celerybeat-schedule"),
         )
-        api = APIClient("127.0.0.1", args.port, token=tokens.get("admin"))
+        api = APIClient("127.0.0.1", args.port, token=admin_token)
         wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
         federation.start(
             "combiner",
@@ -252,7 +266,7 @@ def main() -> int:
             str(var_dir / "media"),
             "--workdir",
             str(var_dir / "combiner"),
-            *(["--token", tokens["combiner"]] if args.auth else []),
+            *(["--token-file", str(token_files["combiner"])] if args.auth else []),
         )
         wait_for("the combiner to register", lambda: api.get_combiners_count() >= 1, 60, federation)
 
@@ -260,8 +274,7 @@ def main() -> int:
         print(api.set_active_package(str(package), "numpyhelper", name="digits")["message"])
         print(api.set_active_model(str(seed))["message"])
 
-        for index in range(args.clients):
-            name = f"client-{index + 1}"
+        for index, name in enumerate(client_names):
             workdir = var_dir / "clients" / name
             workdir.mkdir(parents=True)
             federation.start(
@@ -276,7 +289,7 @@ def main() -> int:
                 name,
                 "--workdir",
                 str(workdir / "package"),
-                *(["--token", tokens["client"]] if args.auth else []),
+                *(["--token-file", str(token_files[name])] if args.auth else []),
                 cwd=workdir,
                 extra_env={"FEDPLANE_CLIENT_INDEX": str(index), "FEDPLANE_NUM_CLIENTS": str(args.clients)},
             )
@@ -329,7 +342,8 @@ def main() -> int:
         print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
         if args.auth:
             print(
-                f"Token:    export FEDN_AUTH_TOKEN={tokens['admin']}   (role admin, for fedplane and APIClient)"
+                f"Token:    export FEDN_AUTH_TOKEN=$(cat {token_files['operator']})"
+                "   (role admin, for fedplane and APIClient)"
             )
         if args.serve:
             print("\nServing; press Ctrl-C to stop everything.")

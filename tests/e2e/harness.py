@@ -18,13 +18,14 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from fedplane.api_client import APIClient
+from fedplane.tokenfile import write_token_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -45,6 +46,16 @@ SCRUBBED_ENV = (
     "FEDPLANE_COMBINER_TOKEN",
     "FEDPLANE_CONTROL_TOKEN",
     "FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS",
+    "FEDPLANE_TOKEN_FILE",
+    "FEDPLANE_COMBINER_TOKEN_FILE",
+    "FEDPLANE_CLIENT_TOKEN_FILE",
+    "FEDPLANE_COMBINER_CLIENT_CA",
+    "FEDPLANE_CLIENT_CERT",
+    "FEDPLANE_CLIENT_KEY",
+    "FEDN_GRPC_ROOT_CERT_PATH",
+    "FEDPLANE_CONTROL_CLIENT_CERT",
+    "FEDPLANE_CONTROL_CLIENT_KEY",
+    "FEDPLANE_CONTROL_CA",
 )
 
 T = TypeVar("T")
@@ -296,6 +307,10 @@ class Federation:
         self.processes[name] = process
         return process
 
+    def token_file(self, name: str, token: str) -> Path:
+        """A fresh file of mode 0600 holding `token`: tokens reach processes as files, never argv."""
+        return write_token_file(self.var_dir / "secrets" / f"{name}.{uuid.uuid4().hex[:8]}.token", token)
+
     def restart(self, name: str) -> Process:
         old = self.processes[name]
         if old.alive():
@@ -401,8 +416,17 @@ class Federation:
             ],
         )
 
-    def start_combiner(self, name: str, *, extra_env: dict[str, str] | None = None) -> None:
+    def start_combiner(
+        self,
+        name: str,
+        *,
+        extra_env: dict[str, str] | None = None,
+        token: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         expected = len(self.combiner_names()) + 1
+        if token:
+            extra_args = [*extra_args, "--token-file", str(self.token_file(name, token))]
         self.spawn(
             name,
             [
@@ -423,6 +447,7 @@ class Federation:
                 str(self.var_dir / name),
                 "--grace",
                 "2",
+                *extra_args,
             ],
             env=extra_env,
         )
@@ -445,6 +470,7 @@ class Federation:
         combiner: str | None = None,
         extra_env: dict[str, str] | None = None,
         token: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         workdir = self.var_dir / "clients" / name
         workdir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +479,8 @@ class Federation:
         if combiner:
             argv += ["--preferred-combiner", combiner]
         if token:
-            argv += ["--token", token]
+            argv += ["--token-file", str(self.token_file(name, token))]
+        argv += extra_args
         env = {
             **self.client_env,
             "FEDPLANE_CLIENT_INDEX": str(index),
