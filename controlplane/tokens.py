@@ -1,20 +1,25 @@
 """Minting the HS256 tokens that FEDn-compatible auth checks (FEDn itself issues none).
 
-A token carries `role` (the one role a route or rpc accepts), `sub`, `iat`, `exp` and, when the
-deployment sets FEDN_JWT_CUSTOM_CLAIM_KEY/VALUE, that claim too, so the same checks that
-`controlplane.api.auth` and `combiner_node.auth` apply accept it.
+A token carries `role` (the one role a route or rpc accepts), `sub`, `jti` (a uuid4 hex that names
+the token, so it can be recorded and revoked), `iat`, `exp` and, when the deployment sets
+FEDN_JWT_CUSTOM_CLAIM_KEY/VALUE, that claim too, so the same checks that `controlplane.api.auth`
+and `combiner_node.auth` apply accept it. Only `TokenSettings.from_django` touches Django, so the
+combiner side may import this module too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
 ROLES = ("admin", "client", "combiner")
-RESERVED_CLAIMS = frozenset({"role", "sub", "iat", "exp"})
+# Roles whose token speaks for one named client or combiner: its `sub` is that name.
+BOUND_ROLES = frozenset({"client", "combiner"})
+RESERVED_CLAIMS = frozenset({"role", "sub", "jti", "iat", "exp"})
 # Only shared-secret algorithms: FEDN_JWT_SECRET_KEY is the one key that both signs and verifies.
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 DEFAULT_DAYS = 30.0
@@ -49,14 +54,26 @@ class TokenSettings:
         )
 
 
-def mint_token(
+@dataclass(frozen=True)
+class MintedToken:
+    """A signed token and the claims a registry of issued tokens records."""
+
+    token: str
+    jti: str
+    role: str
+    subject: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+
+
+def mint(
     settings: TokenSettings,
     role: str,
     *,
     days: float = DEFAULT_DAYS,
     subject: str | None = None,
     now: dt.datetime | None = None,
-) -> str:
+) -> MintedToken:
     """A signed token for `role`, valid for `days` from `now` (default: the current time)."""
     if role not in ROLES:
         raise TokenError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
@@ -72,9 +89,11 @@ def mint_token(
         expires = issued + dt.timedelta(days=days)
     except OverflowError as exc:
         raise TokenError(f"--days {days} is too far in the future") from exc
+    jti = uuid.uuid4().hex
     claims: dict[str, Any] = {
         "role": role,
         "sub": subject or role,
+        "jti": jti,
         "iat": int(issued.timestamp()),
         "exp": int(expires.timestamp()),
     }
@@ -83,4 +102,23 @@ def mint_token(
         if key in RESERVED_CLAIMS:
             raise TokenError(f"FEDN_JWT_CUSTOM_CLAIM_KEY may not be {key!r}, a claim the token already sets")
         claims[key] = value
-    return jwt.encode(claims, settings.secret, algorithm=settings.algorithm)
+    return MintedToken(
+        token=jwt.encode(claims, settings.secret, algorithm=settings.algorithm),
+        jti=jti,
+        role=role,
+        subject=claims["sub"],
+        issued_at=dt.datetime.fromtimestamp(claims["iat"], dt.UTC),
+        expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+    )
+
+
+def mint_token(
+    settings: TokenSettings,
+    role: str,
+    *,
+    days: float = DEFAULT_DAYS,
+    subject: str | None = None,
+    now: dt.datetime | None = None,
+) -> str:
+    """A signed token for `role`, valid for `days` from `now` (default: the current time)."""
+    return mint(settings, role, days=days, subject=subject, now=now).token

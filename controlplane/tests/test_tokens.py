@@ -56,7 +56,7 @@ def call_route(role_of_route: str, token: str) -> Any:
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", sorted(ROLE_ROUTES))
 def test_printed_token_opens_its_roles_routes_only(auth_on: Any, role: str) -> None:
-    token = printed_token("--role", role)
+    token = printed_token("--role", role, "--subject", f"{role}-1")
     accepted = call_route(role, token)
     assert accepted.status_code != 401, accepted.content
     for other in sorted(set(ROLE_ROUTES) - {role}):
@@ -73,7 +73,8 @@ def test_claims_lifetime_and_subject(auth_on: Any) -> None:
     assert claims["sub"] == "hospital-7"
     assert claims["exp"] - claims["iat"] == int(2.5 * 86400)
     assert abs(claims["iat"] - dt.datetime.now(dt.UTC).timestamp()) < 60
-    assert set(claims) == {"role", "sub", "iat", "exp"}
+    assert set(claims) == {"role", "sub", "jti", "iat", "exp"}
+    assert len(claims["jti"]) == 32 and int(claims["jti"], 16) >= 0
 
 
 @pytest.mark.django_db

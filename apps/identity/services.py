@@ -1,0 +1,90 @@
+"""Tokens the controller mints: issue (mint and record), revoke, and the revocation list."""
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.identity.models import IssuedToken
+from controlplane.tokens import BOUND_ROLES, DEFAULT_DAYS, MintedToken, TokenError, TokenSettings, mint
+
+SUBJECT_MAX_LENGTH = IssuedToken._meta.get_field("subject").max_length or 128
+USER_MAX_LENGTH = IssuedToken._meta.get_field("issued_by").max_length or 150
+
+
+class IdentityError(ValueError):
+    """A token the controller will not issue or revoke; the message says why."""
+
+
+class TokenNotFound(IdentityError):
+    """No issued token has this jti."""
+
+
+def token_issue(
+    *,
+    role: str,
+    subject: str | None = None,
+    days: float = DEFAULT_DAYS,
+    issued_by: str = "",
+    now: dt.datetime | None = None,
+) -> MintedToken:
+    """Mint a token and record it; the token itself is returned once and never stored."""
+    try:
+        token_settings = TokenSettings.from_django()
+    except TokenError as exc:
+        raise IdentityError(str(exc)) from exc
+    subject = subject or None
+    if role in BOUND_ROLES and subject is None:
+        raise IdentityError(
+            f"a {role} token speaks for one {role}: give --subject, the {role}'s name "
+            f"(the name it registers with)"
+        )
+    if subject is not None and len(subject) > SUBJECT_MAX_LENGTH:
+        raise IdentityError(f"--subject is longer than {SUBJECT_MAX_LENGTH} characters")
+    max_days = settings.FEDPLANE_TOKEN_MAX_DAYS
+    if days > max_days:
+        raise IdentityError(
+            f"--days {days:g} is longer than the maximum lifetime, FEDPLANE_TOKEN_MAX_DAYS={max_days:g}"
+        )
+    try:
+        minted = mint(token_settings, role, days=days, subject=subject, now=now)
+    except TokenError as exc:
+        raise IdentityError(str(exc)) from exc
+    IssuedToken.objects.create(
+        jti=minted.jti,
+        role=minted.role,
+        subject=minted.subject,
+        issued_at=minted.issued_at,
+        expires_at=minted.expires_at,
+        issued_by=issued_by[:USER_MAX_LENGTH],
+    )
+    return minted
+
+
+@transaction.atomic
+def token_revoke(*, jti: str, by: str, reason: str = "") -> IssuedToken:
+    """Revoke a token from now on; revoking it again keeps the first revocation."""
+    token = IssuedToken.objects.select_for_update().filter(jti=jti).first()
+    if token is None:
+        raise TokenNotFound(f"no issued token has jti {jti!r}; `fedplane_token --list` shows them")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.revoked_by = by[:USER_MAX_LENGTH]
+        token.revoke_reason = reason
+        token.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
+    return token
+
+
+def token_is_revoked(jti: str) -> bool:
+    """One lookup on the unique jti index, made for every authenticated request."""
+    return IssuedToken.objects.filter(jti=jti, revoked_at__isnull=False).exists()
+
+
+def tokens_revoked(*, now: dt.datetime | None = None) -> list[str]:
+    """The jti of every revoked token that has not expired yet (an expired one is refused anyway)."""
+    return list(
+        IssuedToken.objects.filter(revoked_at__isnull=False, expires_at__gt=now or timezone.now())
+        .order_by("revoked_at", "pk")
+        .values_list("jti", flat=True)
+    )
