@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "apps.clients",
     "apps.models",
     "apps.sessions",
+    "apps.identity",
 ]
 
 MIDDLEWARE = [
@@ -113,6 +114,8 @@ FEDN_AUTH_SCHEME = env_str("FEDN_AUTH_SCHEME", "Bearer")
 FEDN_JWT_CUSTOM_CLAIM_KEY = env_str("FEDN_JWT_CUSTOM_CLAIM_KEY")
 FEDN_JWT_CUSTOM_CLAIM_VALUE = env_str("FEDN_JWT_CUSTOM_CLAIM_VALUE")
 FEDN_AUTH_WHITELIST_URL_PREFIX = env_str("FEDN_AUTH_WHITELIST_URL_PREFIX")
+# `fedplane_token` refuses a longer --days: a leaked token stays useful at most this long.
+FEDPLANE_TOKEN_MAX_DAYS = float(env_str("FEDPLANE_TOKEN_MAX_DAYS", "365"))
 # Token the controller and workers present to combiners on Control calls (role admin or combiner).
 FEDPLANE_CONTROL_TOKEN = env_str("FEDPLANE_CONTROL_TOKEN", env_str("FEDN_AUTH_TOKEN"))
 # mTLS toward combiners started with --client-ca: PEM paths of the certificate and key the controller
