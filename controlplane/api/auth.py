@@ -1,11 +1,13 @@
 """FEDn-compatible authentication: HS256 JWTs whose `role` claim must match the route's role.
 
-Off while FEDN_JWT_SECRET_KEY is unset, as in FEDn. Django staff users logged in to the admin
-may use every route from the browsable API.
+Stricter than FEDn: every token needs `exp` and `jti`, and a client or combiner token needs `sub`,
+the one name it speaks for (`require_speaks_for`). Revocation is checked by the authentication class
+in apps.identity, which the settings point at. Off while FEDN_JWT_SECRET_KEY is unset, as in FEDn.
+Django staff users logged in to the admin may use every route from the browsable API.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 from django.conf import settings
@@ -15,6 +17,11 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from controlplane.tokens import BOUND_ROLES
+
+REQUIRED_CLAIMS = ("exp", "jti")
+NO_SUBJECT = "Token has no subject (sub): mint it with --subject naming the client or combiner"
+
 
 @dataclass(frozen=True)
 class TokenIdentity:
@@ -22,6 +29,9 @@ class TokenIdentity:
 
     role: str
     claims: dict[str, Any]
+    # The `sub` claim: for client and combiner tokens, the one name the token speaks for.
+    subject: str = ""
+    jti: str = ""
 
     is_authenticated = True
     is_staff = False
@@ -29,7 +39,7 @@ class TokenIdentity:
     pk = None
 
     def __str__(self) -> str:
-        return f"token:{self.role}"
+        return f"token:{self.role}:{self.subject}"
 
 
 def auth_enabled() -> bool:
@@ -38,14 +48,25 @@ def auth_enabled() -> bool:
 
 def decode_token(token: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(token, settings.FEDN_JWT_SECRET_KEY, algorithms=[settings.FEDN_JWT_ALGORITHM])
+        claims = jwt.decode(
+            token,
+            settings.FEDN_JWT_SECRET_KEY,
+            algorithms=[settings.FEDN_JWT_ALGORITHM],
+            options={"require": list(REQUIRED_CLAIMS)},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise exceptions.AuthenticationFailed("Token expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        # A token that never expires, or that cannot be revoked, is refused.
+        raise exceptions.AuthenticationFailed(f"Token has no {exc.claim!r} claim") from exc
     except jwt.InvalidTokenError as exc:
         raise exceptions.AuthenticationFailed("Invalid token") from exc
     key, value = settings.FEDN_JWT_CUSTOM_CLAIM_KEY, settings.FEDN_JWT_CUSTOM_CLAIM_VALUE
     if key and value and claims.get(key) != value:
         raise exceptions.AuthenticationFailed("Invalid token")
+    subject = claims.get("sub")
+    if claims.get("role") in BOUND_ROLES and not (isinstance(subject, str) and subject):
+        raise exceptions.AuthenticationFailed(NO_SUBJECT)
     return claims
 
 
@@ -61,7 +82,13 @@ class FednJWTAuthentication(BaseAuthentication):
         if parts[0] != scheme or len(parts) < 2:
             raise exceptions.AuthenticationFailed(f"Invalid token scheme, expected {scheme}")
         claims = decode_token(parts[1])
-        return TokenIdentity(role=str(claims.get("role", "")), claims=claims), claims
+        identity = TokenIdentity(
+            role=str(claims.get("role", "")),
+            claims=claims,
+            subject=str(claims.get("sub") or ""),
+            jti=str(claims["jti"]),
+        )
+        return identity, claims
 
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (not 403) when credentials are missing or wrong.
@@ -69,9 +96,9 @@ class FednJWTAuthentication(BaseAuthentication):
 
 
 class RolePermission(BasePermission):
-    """Allows a call when auth is off, or the caller's token carries exactly `role`."""
+    """Allows a call when auth is off, or the caller's token carries one of `roles`."""
 
-    role = "admin"
+    roles: ClassVar[frozenset[str]] = frozenset({"admin"})
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if not auth_enabled():
@@ -83,28 +110,60 @@ class RolePermission(BasePermission):
         if getattr(user, "is_staff", False) and getattr(user, "is_active", False):
             return True
         if isinstance(user, TokenIdentity):
-            if user.role == self.role:
+            if user.role in self.roles:
                 return True
             raise exceptions.AuthenticationFailed("Invalid token")
         raise exceptions.NotAuthenticated("Missing token")
 
 
 class IsAdminRole(RolePermission):
-    role = "admin"
+    roles = frozenset({"admin"})
 
 
 class IsClientRole(RolePermission):
-    role = "client"
+    roles = frozenset({"client"})
 
 
 class IsCombinerRole(RolePermission):
-    role = "combiner"
+    roles = frozenset({"combiner"})
+
+
+class IsCombinerOrAdminRole(RolePermission):
+    roles = frozenset({"combiner", "admin"})
+
+
+class IdentityMismatch(exceptions.PermissionDenied):
+    """A client or combiner token naming someone else in the request."""
+
+    def __init__(self, subject: str, name: object) -> None:
+        super().__init__(f"This token speaks for {subject}, not {name}")
+
+
+def bound_subject(request: Request) -> str | None:
+    """The one name the caller may act as: the `sub` of a client or combiner token.
+
+    None when the caller may name anyone: auth off, a staff user, an admin token, or a whitelisted
+    path called without a token.
+    """
+    user = getattr(request, "user", None)
+    if not auth_enabled() or not isinstance(user, TokenIdentity) or user.role not in BOUND_ROLES:
+        return None
+    return user.subject
+
+
+def require_speaks_for(request: Request, name: object) -> None:
+    """403 unless the caller's token may act as `name` (see `bound_subject`)."""
+    subject = bound_subject(request)
+    if subject is not None and name != subject:
+        raise IdentityMismatch(subject, name)
 
 
 class FednJWTScheme(OpenApiAuthenticationExtension):
     """Documents the token scheme in the OpenAPI schema."""
 
     target_class = FednJWTAuthentication
+    # The configured class is apps.identity's subclass, which adds the revocation check.
+    match_subclasses = True
     name = "fednJWT"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
@@ -112,5 +171,8 @@ class FednJWTScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "JWT",
-            "description": "HS256 token whose `role` claim is admin, client or combiner.",
+            "description": (
+                "HS256 token whose `role` claim is admin, client or combiner, with `exp` and `jti`; "
+                "a client or combiner token also needs `sub`, the name it speaks for."
+            ),
         }

@@ -90,7 +90,9 @@ def streamed_bytes(response: Any) -> bytes:
 
 
 def make_token(role: str, secret: str = "test-secret", expires_in: int = 300, **claims: Any) -> str:
-    return jwt.encode({"role": role, "exp": int(time.time()) + expires_in, **claims}, secret, "HS256")
+    """A token as `fedplane_token` mints it (`sub` defaults to the role); `claims` override or add."""
+    payload = {"role": role, "sub": role, "jti": uuid.uuid4().hex, "exp": int(time.time()) + expires_in}
+    return jwt.encode({**payload, **claims}, secret, "HS256")
 
 
 @dataclass

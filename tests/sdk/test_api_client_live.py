@@ -291,18 +291,27 @@ def test_validations(api: APIClient, network: Network) -> None:
     assert json.loads(newest["data"]) == {"test_accuracy": 0.9, "test_loss": 0.4}
 
 
-def test_token_is_sent_and_checked(network: Network, settings: Any) -> None:
-    import jwt
+def test_token_is_sent_and_checked(
+    network: Network, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controlplane.tokens import TokenSettings, mint_token
 
+    monkeypatch.delenv("FEDN_AUTH_TOKEN", raising=False)
     secret = "sdk-test-secret-of-at-least-32-bytes"
     settings.FEDN_JWT_SECRET_KEY = secret
-    admin = jwt.encode({"role": "admin"}, secret, algorithm="HS256")
+    admin = mint_token(TokenSettings(secret=secret), "admin")
     with APIClient(network.host, network.port, token=admin) as api:
         assert api.get_clients_count() == 3
+        # The model file needs the token too (open in FEDn 0.9.5); the APIClient sends it.
+        assert api.download_model(network.session_model_ids[-1], tmp_path / "m.npz")["success"] is True
     with APIClient(network.host, network.port, token="not-a-jwt") as api, pytest.raises(APIError) as denied:
         api.get_clients_count()
     assert denied.value.status_code in {401, 403}
     assert denied.value.message
+    with APIClient(network.host, network.port) as anonymous:
+        refused = anonymous.download_model(network.session_model_ids[-1], tmp_path / "refused.npz")
+    assert refused["success"] is False and "Missing token" in refused["message"]
+    assert not (tmp_path / "refused.npz").exists()
 
 
 # --- the `fedplane` command --- #

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import jwt
 import pytest
 
 from apps.combiners.grpc_client import (
@@ -23,6 +22,7 @@ from combiner_node.auth import AuthSettings
 from combiner_node.node import CombinerNode, NodeSettings
 from combiner_node.server import TlsConfig
 from combiner_node.store import DirectoryStore
+from controlplane.tokens import TokenSettings, mint_token
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 
 SECRET = "grpc-client-test-secret-of-sufficient-length"
@@ -117,7 +117,7 @@ def test_token_is_sent_as_authorization_metadata(tmp_path: Path) -> None:
         with pytest.raises(CombinerRejected) as error:
             anonymous.list_active_clients()
         assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
-        token = jwt.encode({"role": "admin"}, SECRET, algorithm="HS256")
+        token = mint_token(TokenSettings(secret=SECRET), "admin")
         assert CombinerClient("127.0.0.1", combiner.port, token=token, timeout=5).list_active_clients() == []
         assert anonymous.health() is True
     finally:
