@@ -13,7 +13,7 @@ from apps.combiners.api.legacy import client_ip
 from apps.combiners.models import Combiner
 from apps.combiners.services import CombinerError
 from apps.packages.services import package_get_active
-from controlplane.api.auth import IsClientRole
+from controlplane.api.auth import IsClientRole, bound_subject, require_speaks_for
 from controlplane.api.fields import as_http_date
 from controlplane.api.legacy import failure, json_body, required_param, window
 
@@ -23,9 +23,15 @@ ADD_CLIENT_KEYS = {"client_id", "preferred_combiner", "name", "package"}
 @api_view(["POST"])
 @permission_classes([IsClientRole])
 def add_client(request: Request) -> Response:
-    """Assign a client to a combiner (least-packed, or its preferred one)."""
+    """Assign a client to a combiner (least-packed, or its preferred one).
+
+    A client token registers only the client its `sub` names; a body that names none means that one.
+    """
     body = json_body(request, ADD_CLIENT_KEYS)
-    name = body.get("name") or body.get("client_id")
+    for key in ("client_id", "name"):
+        if body.get(key):
+            require_speaks_for(request, body[key])
+    name = body.get("name") or body.get("client_id") or bound_subject(request)
     if not isinstance(name, str) or not name:
         return failure("client_id must be the client's name", status.HTTP_400_BAD_REQUEST)
     preferred = body.get("preferred_combiner") or None

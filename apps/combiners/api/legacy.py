@@ -10,7 +10,7 @@ from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
 from apps.combiners.models import Combiner
 from apps.combiners.services import CombinerError, combiner_register, combiner_registration_answer
-from controlplane.api.auth import IsCombinerRole
+from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.fields import as_plain
 from controlplane.api.legacy import failure, json_body, required_param, window
 
@@ -24,8 +24,13 @@ def client_ip(request: Request) -> str:
 @api_view(["POST"])
 @permission_classes([IsCombinerRole])
 def add_combiner(request: Request) -> Response:
-    """A combiner announces itself: {combiner_id, address, fqdn, port, secure_grpc}."""
+    """A combiner announces itself: {combiner_id, address, fqdn, port, secure_grpc}.
+
+    A combiner token registers (and moves, and learns the certificate and key of) only the combiner
+    its `sub` names.
+    """
     body = json_body(request, ADD_COMBINER_KEYS, required={"combiner_id", "address", "port"})
+    require_speaks_for(request, body["combiner_id"])
     port = body["port"]
     if isinstance(port, str) and port.isdigit():
         port = int(port)

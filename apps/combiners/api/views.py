@@ -10,7 +10,7 @@ from apps.combiners.api.serializers import ClientReportSerializer, CombinerSeria
 from apps.combiners.filtersets import CombinerFilterSet
 from apps.combiners.models import Combiner
 from apps.combiners.services import CombinerError, combiner_report_clients
-from controlplane.api.auth import IsCombinerRole
+from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.viewsets import FednReadViewSet
 
 
@@ -32,8 +32,9 @@ class CombinerViewSet(FednReadViewSet):
     @extend_schema(request=ClientReportSerializer, responses={200: {"type": "object"}})
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def clients(self, request: Request, pk: Any = None) -> Response:
-        """A combiner's batch of client online/offline transitions."""
+        """A combiner's batch of client online/offline transitions; a combiner token reports only its own."""
         combiner = self.get_object()
+        require_speaks_for(request, combiner.name)
         payload = ClientReportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:

@@ -5,7 +5,6 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -62,15 +61,16 @@ class ModelViewSet(FednReadViewSet):
         limit = header_int(request, "X-Limit") or DEFAULT_LINEAGE_LIMIT
         return Response([model_doc(m) for m in model_descendants(model, limit=limit)])
 
+    # Unlike FEDn 0.9.5, the model files need an admin token too: weights are the federation's data.
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
-    @action(detail=True, methods=["get"], permission_classes=[AllowAny], filter_backends=[])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def download(self, request: Request, pk: Any = None) -> StreamingHttpResponse:
         """The model's .npz, streamed as an attachment."""
         model = self.get_object()
         return artifacts.streaming_response(model.artifact.name, str(model.model_id), model.size)
 
     @extend_schema(responses={200: {"type": "object", "properties": {"array": {"type": "array"}}}})
-    @action(detail=True, methods=["get"], permission_classes=[AllowAny], filter_backends=[])
+    @action(detail=True, methods=["get"], filter_backends=[])
     def parameters(self, request: Request, pk: Any = None) -> Response:
         """The model's weights as nested lists, layer by layer."""
         model = self.get_object()

@@ -31,7 +31,7 @@ from apps.sessions.services import (
     statuses_record,
     validations_record,
 )
-from controlplane.api.auth import IsCombinerRole
+from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.viewsets import FednReadViewSet
 
 
@@ -110,10 +110,11 @@ class RoundViewSet(FednReadViewSet):
     @extend_schema(request=RoundReportSerializer, responses={201: {"type": "object"}})
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def reports(self, request: Request, pk: Any = None) -> Response:
-        """A combiner's report of its part of a round."""
+        """A combiner's report of its part of a round; a combiner token reports only as itself."""
         found = self.get_object()
         payload = RoundReportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        require_speaks_for(request, payload.validated_data["combiner"])
         try:
             round_record_report(round=found, report=payload.validated_data)
         except SessionError as exc:
