@@ -1,0 +1,65 @@
+"""GET /api/v1/tokens/revoked/: the revocation list combiners fetch (a contract with combiner_node)."""
+
+import datetime as dt
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from apps.identity.services import token_issue, token_revoke
+
+from .conftest import SECRET
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/tokens/revoked/"
+
+
+def bearer(role: str, **claims: Any) -> dict[str, str]:
+    payload = {"role": role, "sub": f"{role}-1", "jti": uuid.uuid4().hex, "exp": int(time.time()) + 60}
+    return {"HTTP_AUTHORIZATION": f"Bearer {jwt.encode({**payload, **claims}, SECRET, 'HS256')}"}
+
+
+def test_lists_revoked_tokens_that_have_not_expired(auth_on: Any) -> None:
+    live = token_issue(role="client", subject="alice", days=1)
+    old = token_issue(role="client", subject="bob", days=1, now=timezone.now() - dt.timedelta(days=2))
+    token_issue(role="client", subject="carol", days=1)
+    token_revoke(jti=live.jti, by="ops")
+    token_revoke(jti=old.jti, by="ops")
+    for role in ("combiner", "admin"):
+        response = APIClient().get(URL, **bearer(role))
+        assert response.status_code == 200
+        assert response.json() == {"jti": [live.jti]}
+    # Without the trailing slash too, as every other route.
+    assert APIClient().get(URL.rstrip("/"), **bearer("combiner")).json() == {"jti": [live.jti]}
+
+
+def test_empty_list(auth_on: Any) -> None:
+    assert APIClient().get(URL, **bearer("combiner")).json() == {"jti": []}
+
+
+def test_refusals(auth_on: Any) -> None:
+    api = APIClient()
+    assert api.get(URL).status_code == 401
+    assert api.get(URL).json()["message"] == "Missing token"
+    refused = api.get(URL, **bearer("client"))
+    assert (refused.status_code, refused.json()["message"]) == (401, "Invalid token")
+    revoked = token_issue(role="combiner", subject="c1", days=1)
+    token_revoke(jti=revoked.jti, by="ops")
+    answer = api.get(URL, HTTP_AUTHORIZATION=f"Bearer {revoked.token}")
+    assert (answer.status_code, answer.json()["message"]) == (401, "Token revoked")
+
+
+def test_open_with_auth_off(settings: Any) -> None:
+    settings.FEDN_JWT_SECRET_KEY = ""
+    assert APIClient().get(URL).json() == {"jti": []}
+
+
+def test_the_revocation_check_is_one_query(auth_on: Any, django_assert_num_queries: Any) -> None:
+    # /health reads no table, so the one query is the revocation lookup of the token's jti.
+    with django_assert_num_queries(1):
+        assert APIClient().get("/health", **bearer("admin")).status_code == 200
