@@ -13,6 +13,7 @@ from apps.clients.api import legacy as client_routes
 from apps.clients.api.views import ClientViewSet
 from apps.combiners.api import legacy as combiner_routes
 from apps.combiners.api.views import CombinerViewSet
+from apps.identity.api.views import RevokedTokensView
 from apps.models.api import legacy as model_routes
 from apps.models.api.views import ModelViewSet
 from apps.packages.api import legacy as package_routes
@@ -81,6 +82,8 @@ api_patterns: list[URLPattern | URLResolver] = [
     re_path(rf"^{name}/?$", documented(view), name=f"legacy-{name.replace('_', '-')}")
     for name, view in LEGACY_ROUTES.items()
 ]
+# The revocation list combiners fetch; its path and shape are a contract with combiner_node.
+api_patterns.append(re_path(r"^api/v1/tokens/revoked/?$", RevokedTokensView.as_view(), name="tokens-revoked"))
 api_patterns.append(path("api/v1/", include(router.urls)))
 
 urlpatterns: list[URLPattern | URLResolver] = [
