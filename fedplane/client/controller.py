@@ -109,7 +109,9 @@ class ControllerClient:
             if message == "Token expired" and self._refresh_token():
                 raise ControllerUnavailable("token refreshed; retrying")
             hint = (
-                "" if self._token else "; auth is on and this client has no token: give --token (role client)"
+                ""
+                if self._token
+                else "; auth is on and this client has no token: give --token-file (a token of role client naming this client)"
             )
             raise ControllerRejected(f"controller refused the token (401): {message or 'unauthorized'}{hint}")
         if not 200 <= response.status_code < 204:

@@ -48,6 +48,8 @@ def test_refused_client_without_a_token_is_told_to_give_one(
             client.assign()
     finally:
         controller.stop()
-    assert ("give --token (role client)" in str(refused.value)) is hint_given
+    assert (
+        "give --token-file (a token of role client naming this client)" in str(refused.value)
+    ) is hint_given
     # FEDn's header even without a token: the literal "None".
     assert controller.assign_requests[0]["authorization"] == f"Bearer {token}"
