@@ -148,11 +148,13 @@ def auth_summary(settings: NodeSettings) -> tuple[int, str]:
         return logging.INFO, "grpc auth off (FEDN_JWT_SECRET_KEY unset)"
     if settings.auth.allow_tokenless_clients:
         return logging.WARNING, (
-            "grpc auth on; client rpcs without a token are let in (FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS)"
+            "grpc auth on; client rpcs without a token are let in and their sender names go unchecked "
+            "(FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS): use it only on a trusted network"
         )
     return (
         logging.INFO,
-        "grpc auth on: client rpcs need a client token, control rpcs an admin or combiner token",
+        "grpc auth on: client rpcs need a client token naming their sender, control rpcs an admin "
+        "token or this combiner's own",
     )
 
 

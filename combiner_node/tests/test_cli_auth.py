@@ -19,7 +19,7 @@ def summary_for(environ: dict[str, str], tmp_path: Path) -> tuple[int, str]:
     ("environ", "level", "text"),
     [
         ({}, logging.INFO, "grpc auth off"),
-        ({"FEDN_JWT_SECRET_KEY": "s"}, logging.INFO, "control rpcs an admin or combiner token"),
+        ({"FEDN_JWT_SECRET_KEY": "s"}, logging.INFO, "client token naming their sender"),
         (
             {"FEDN_JWT_SECRET_KEY": "s", "FEDPLANE_GRPC_ALLOW_TOKENLESS_CLIENTS": "true"},
             logging.WARNING,
