@@ -10,18 +10,15 @@ project venv comes first on the client's PATH, so that `python` has numpy and sc
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ROOT, Federation, prepare_backend
+from tests.compat.fedn_client import FEDN, spawn_fedn_client
+from tests.e2e.harness import Federation, prepare_backend
 
-FEDN_VENV = ROOT / ".fedn095"
-FEDN = FEDN_VENV / "bin" / "fedn"
-PROJECT_BIN = ROOT / ".venv" / "bin"
 CLIENT_NAME = "fedn-client-1"
 
 pytestmark = [
@@ -42,16 +39,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         running.upload_digits()
         workdir = running.var_dir / "client1"
         workdir.mkdir()
-        running.spawn(
-            CLIENT_NAME,
-            [str(FEDN), "client", "start", "-d", "127.0.0.1", "-p", str(running.port), "-n", CLIENT_NAME],
-            env={
-                "PATH": f"{PROJECT_BIN}{os.pathsep}{FEDN_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-                # FEDn runs as installed in its venv: nothing of this repository on its path.
-                "PYTHONPATH": "",
-                "VIRTUAL_ENV": str(FEDN_VENV),
-            },
-            cwd=workdir,
+        spawn_fedn_client(
+            running, CLIENT_NAME, ["-d", "127.0.0.1", "-p", str(running.port), "-n", CLIENT_NAME], workdir
         )
         running.wait_clients_online(1, timeout=120)
         yield running

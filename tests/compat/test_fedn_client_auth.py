@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.harness import PY, ROOT, Federation, prepare_backend
+from tests.compat.fedn_client import FEDN, spawn_fedn_client
+from tests.e2e.harness import Federation, prepare_backend
 
-FEDN_VENV = ROOT / ".fedn095"
-FEDN = FEDN_VENV / "bin" / "fedn"
-PROJECT_BIN = ROOT / ".venv" / "bin"
 CLIENT_NAME = "fedn-secure-1"
 COMBINER = "combiner-tls"
 SECRET = "compat-auth-secret-of-at-least-thirty-two-bytes"
@@ -73,30 +69,15 @@ def self_signed_server_certificate(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def mint(federation: Federation, role: str, subject: str) -> str:
-    done = subprocess.run(
-        [PY, "manage.py", "fedplane_token", "--role", role, "--subject", subject, "--days", "1"],
-        cwd=ROOT,
-        env=federation.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     var_dir = tmp_path_factory.mktemp("fedn_client_auth")
     backend = prepare_backend(var_dir)
     running = Federation(backend, client_env={"FEDPLANE_EPOCHS": "1"}, env={"FEDN_JWT_SECRET_KEY": SECRET})
     try:
-        migrated = subprocess.run(
-            [PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=running.env, capture_output=True, timeout=180
-        )
+        migrated = running.manage("migrate", "-v0")
         assert migrated.returncode == 0, migrated.stderr
-        admin = mint(running, "admin", "operator")
+        admin = running.mint("admin", "operator")
         cert, key = self_signed_server_certificate(var_dir / "pki")
         # The worker checks the combiner's certificate against this CA on its Control calls.
         running.env.update({"FEDPLANE_CONTROL_TOKEN": admin, "FEDPLANE_CONTROL_CA": str(cert)})
@@ -106,7 +87,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         running.start_worker()
         running.start_combiner(
             COMBINER,
-            token=mint(running, "combiner", COMBINER),
+            token=running.mint("combiner", COMBINER),
             extra_args=["--cert", str(cert), "--key", str(key)],
         )
         running.upload_digits()
@@ -119,22 +100,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
                     "discover_host": "127.0.0.1",
                     "discover_port": running.port,
                     "name": CLIENT_NAME,
-                    "token": mint(running, "client", CLIENT_NAME),
+                    "token": running.mint("client", CLIENT_NAME),
                     "secure": True,
                 }
             )
         )
         settings.chmod(0o600)
-        running.spawn(
-            CLIENT_NAME,
-            [str(FEDN), "client", "start", "--init", str(settings)],
-            env={
-                "PATH": f"{PROJECT_BIN}{os.pathsep}{FEDN_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-                "PYTHONPATH": "",
-                "VIRTUAL_ENV": str(FEDN_VENV),
-            },
-            cwd=workdir,
-        )
+        spawn_fedn_client(running, CLIENT_NAME, ["--init", str(settings)], workdir)
         running.wait_clients_online(1, timeout=120)
         yield running
     finally:

@@ -489,6 +489,19 @@ class Federation:
         }
         self.spawn(name, argv, env=env, cwd=workdir)
 
+    def manage(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """`manage.py <args>` against this federation's database, as an operator runs it."""
+        return subprocess.run(
+            [PY, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def mint(self, role: str, subject: str) -> str:
+        """A token from `manage.py fedplane_token`; the database must be migrated first."""
+        done = self.manage("fedplane_token", "--role", role, "--subject", subject, "--days", "1")
+        if done.returncode != 0:
+            raise FederationError(f"fedplane_token failed: {done.stderr}")
+        return done.stdout.strip()
+
     def upload_digits(self) -> tuple[str, str]:
         package, seed = build_digits(self.var_dir / "example")
         answer = self.api.set_active_package(str(package), "numpyhelper", name="digits")

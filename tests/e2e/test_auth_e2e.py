@@ -43,19 +43,6 @@ DIGITS = ROOT / "examples" / "digits" / "client"
 ROUNDS_AFTER_REVOCATION = 8
 
 
-def manage(federation: Federation, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "manage.py", *args], cwd=ROOT, env=federation.env, capture_output=True, text=True, timeout=120
-    )
-
-
-def mint(federation: Federation, role: str, subject: str) -> str:
-    """A token from the management command, as an operator would get one."""
-    done = manage(federation, "fedplane_token", "--role", role, "--subject", subject, "--days", "1")
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def jti_of(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["jti"])
 
@@ -130,14 +117,14 @@ def secured(e2e_dir: Path) -> Iterator[Secured]:
     backend = prepare_backend(e2e_dir)
     federation = Federation(backend, client_env=CLIENT_ENV, env={"FEDN_JWT_SECRET_KEY": SECRET})
     try:
-        assert manage(federation, "migrate", "-v0").returncode == 0
+        assert federation.manage("migrate", "-v0").returncode == 0
         tokens = {
-            "admin": mint(federation, "admin", "operator"),
-            COMBINER: mint(federation, "combiner", COMBINER),
+            "admin": federation.mint("admin", "operator"),
+            COMBINER: federation.mint("combiner", COMBINER),
         }
-        tokens["combiner-b"] = mint(federation, "combiner", "combiner-b")
+        tokens["combiner-b"] = federation.mint("combiner", "combiner-b")
         for name in (*CLIENTS, "mallory"):
-            tokens[name] = mint(federation, "client", name)
+            tokens[name] = federation.mint("client", name)
         federation.env["FEDPLANE_CONTROL_TOKEN"] = tokens["admin"]
         federation.api = APIClient("127.0.0.1", federation.port, timeout=30, token=tokens["admin"])
         federation.start_controller()
@@ -287,7 +274,7 @@ def test_a_token_revoked_during_a_session_is_refused_and_the_others_finish(secur
     federation.wait_training(REVOKE_SESSION)
 
     revoked_at = time.monotonic()
-    done = manage(federation, "fedplane_token", "--revoke", jti_of(doomed), "--reason", "e2e: laptop lost")
+    done = federation.manage("fedplane_token", "--revoke", jti_of(doomed), "--reason", "e2e: laptop lost")
     assert done.returncode == 0, done.stderr
     rest = requests.post(
         f"{federation.url}/add_client",

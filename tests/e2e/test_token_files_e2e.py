@@ -5,7 +5,6 @@ appears in /proc/<pid>/cmdline, which every local user can read."""
 from __future__ import annotations
 
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from fedplane.api_client import APIClient
 from tests.e2e.conftest import CLIENT_ENV
-from tests.e2e.harness import PY, ROOT, Federation, FederationError, prepare_backend
+from tests.e2e.harness import Federation, prepare_backend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -22,33 +21,18 @@ COMBINER = "combiner-t"
 CLIENT = "client-t"
 
 
-def mint(federation: Federation, role: str, subject: str) -> str:
-    done = subprocess.run(
-        [PY, "manage.py", "fedplane_token", "--role", role, "--subject", subject, "--days", "1"],
-        cwd=ROOT,
-        env=federation.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise FederationError(f"fedplane_token failed: {done.stderr}")
-    return done.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def online(e2e_dir: Path) -> Iterator[tuple[Federation, dict[str, str]]]:
     backend = prepare_backend(e2e_dir)
     federation = Federation(backend, client_env=CLIENT_ENV, env={"FEDN_JWT_SECRET_KEY": SECRET})
     try:
         # The controller keeps the tokens it mints, so its database comes first.
-        subprocess.run(
-            [PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=federation.env, check=True, timeout=180
-        )
+        migrated = federation.manage("migrate", "-v0")
+        assert migrated.returncode == 0, migrated.stderr
         tokens = {
-            "admin": mint(federation, "admin", "operator"),
-            COMBINER: mint(federation, "combiner", COMBINER),
-            CLIENT: mint(federation, "client", CLIENT),
+            "admin": federation.mint("admin", "operator"),
+            COMBINER: federation.mint("combiner", COMBINER),
+            CLIENT: federation.mint("client", CLIENT),
         }
         federation.api.close()
         federation.api = APIClient("127.0.0.1", federation.port, timeout=30, token=tokens["admin"])
