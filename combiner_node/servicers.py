@@ -115,6 +115,9 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
             task = tasks.get(timeout=TASK_POLL_SECONDS)
             if task is not None:
                 yield task
+        if self.guard.still_valid(caller) is not None:
+            # The client hung up after its token was refused elsewhere (a heartbeat, say).
+            self.registry.mark_offline(client)
 
     def SendModelUpdate(
         self, request: fedn_pb2.ModelUpdate, context: grpc.ServicerContext

@@ -48,6 +48,10 @@ T = TypeVar("T")
 STABLE_STREAM_SECONDS = 10.0
 
 
+# Answers about the caller's credentials: retrying on the same combiner cannot change them.
+REFUSED_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+
 class ClientFatal(RuntimeError):
     """An error that retrying cannot fix: the client stops with a non-zero exit code."""
 
@@ -241,6 +245,11 @@ class EdgeClient:
                     log_event(logger, logging.INFO, "heartbeat_restored", after_missed=missed)
                 missed = 0
             except grpc.RpcError as exc:
+                if exc.code() in REFUSED_CODES:
+                    # The combiner refuses this token (revoked, expired, another name): waiting
+                    # cannot help; the controller says why on the next assignment.
+                    link.mark_lost(f"combiner refused the client: {exc.code().name} {exc.details() or ''}")
+                    return
                 missed += 1
                 log_event(
                     logger,
@@ -272,6 +281,8 @@ class EdgeClient:
                 reason = "stream ended by combiner"
             except grpc.RpcError as exc:
                 reason = f"{exc.code().name} {exc.details() or ''}".strip()
+                if exc.code() in REFUSED_CODES:
+                    link.mark_lost(f"combiner refused the client: {reason}")
             finally:
                 link.untrack(call)
             if link.lost.is_set() or self.stop_event.is_set():

@@ -127,3 +127,50 @@ def test_training_and_validation_rounds_on_a_real_combiner(network: tuple, tmp_p
         assert metrics["test_accuracy"] > 0.8
     statuses = {s["status"] for s in controller.posted("/api/v1/statuses/")}
     assert {"Model update completed.", "Model validation completed."} <= statuses
+
+
+def test_a_client_whose_token_is_revoked_leaves_the_combiner_and_exits(tmp_path: Path) -> None:
+    import time
+
+    import jwt
+
+    auth_module = pytest.importorskip("combiner_node.auth")
+    secret = "integration-secret-of-at-least-thirty-two-bytes"
+    jti = uuid.uuid4().hex
+    token = jwt.encode(
+        {"role": "client", "sub": "client-1", "jti": jti, "exp": int(time.time()) + 600},
+        secret,
+        algorithm="HS256",
+    )
+    controller = FakeController(package=package_from_dir(DIGITS / "client")).start()
+    node = node_module.CombinerNode(
+        node_module.NodeSettings(
+            name="combiner-1",
+            store=store_module.DirectoryStore(tmp_path / "media"),
+            port=0,
+            controller_url=controller.url,
+            workdir=tmp_path / "combiner",
+            auth=auth_module.AuthSettings(secret=secret),
+        )
+    )
+    node.start()
+    controller.combiner_port = node.port
+    client = RunningClient(
+        _config(controller.url, tmp_path / "client-1", token=token, heartbeat_interval=0.5)
+    )
+    try:
+        wait_until(lambda: node.registry.online_names() == ["client-1"], 30, "client-1 online")
+        # The operator revokes the token: the combiner learns it, the controller refuses it.
+        controller.scripted_assign = [(401, {"message": "Token revoked"})]
+        revoked_at = time.monotonic()
+        node.revoked.replace([jti])
+        client.thread.join(timeout=15)
+        assert not client.thread.is_alive(), "the client kept going with a revoked token"
+        assert client.exit_code == 1
+        assert time.monotonic() - revoked_at < 10
+        wait_until(lambda: node.registry.online_names() == [], 5, "client-1 offline at the combiner")
+        assert controller.assign_requests[-1]["authorization"] == f"Bearer {token}"
+    finally:
+        client.stop()
+        node.stop(grace=1.0)
+        controller.stop()
