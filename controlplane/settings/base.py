@@ -85,6 +85,8 @@ AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
 AXES_HTTP_RESPONSE_CODE = 429
 # A page in the admin's look (JSON for clients that ask for it) with Retry-After.
 AXES_LOCKOUT_CALLABLE = "controlplane.login_lockout.lockout_response"
+# No banner on every manage.py command; lockouts are still logged.
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
