@@ -24,7 +24,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler behind a lock: of several beats, one fires (controlplane/beat.py).
+CELERY_BEAT_SCHEDULER = "controlplane.beat:LeaderScheduler"
 CELERY_TIMEZONE = "UTC"
 
 # Declared here, synced into django-celery-beat's tables, editable in the admin.
