@@ -139,9 +139,8 @@ services-status: ## show which services run
 demo: install ## set up and train examples/digits on the embedded defaults (ARGS="--serve", "--auth", ...)
 	scripts/demo.sh $(ARGS)
 
-serve: install ## migrate, then run the controller on http://127.0.0.1:8092
-	$(PY) manage.py migrate
-	$(PY) manage.py runserver 127.0.0.1:8092
+serve: install ## migrate, then run the controller (http://127.0.0.1:8092), a Celery worker and a beat until Ctrl-C
+	$(PY) scripts/demo.py --serve-only $(ARGS)
 
 clean: ## stop services, remove var/ and build leftovers (keeps .venv)
 	-$(SERVICES) stop

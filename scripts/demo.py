@@ -1,9 +1,11 @@
 """Run a whole federation on this machine and train the digits example.
 
-Starts the controller, a Celery worker (with beat), one combiner and three clients on the
+Starts the controller, a Celery worker, a Celery beat, one combiner and three clients on the
 embedded defaults (SQLite, files under var/demo, Celery's filesystem broker), uploads
 examples/digits, runs a 5-round session, prints a table per round and stops everything it
-started. With --serve the control plane stays up until Ctrl-C. With --auth every process runs with
+started. With --serve the control plane stays up until Ctrl-C. --serve-only (`make serve`) starts
+just the controller, a worker and a beat on var/ (or FEDPLANE_VAR_DIR), keeping what is there,
+until Ctrl-C. With --auth every process runs with
 a fresh FEDN_JWT_SECRET_KEY and a token of its role from `manage.py fedplane_token`, handed over in
 a file of mode 0600 (never on the command line, where `ps` shows it). DATABASE_URL,
 CELERY_BROKER_URL and S3_* in the environment are used instead of the defaults when set.
@@ -122,6 +124,47 @@ def wait_for(what: str, predicate, timeout: float, federation: Federation) -> No
     raise SystemExit(f"Timed out after {timeout:.0f} s waiting for {what}; logs are in {federation.logs}")
 
 
+def start_control_plane(federation: Federation, api: APIClient) -> None:
+    """The controller, a Celery worker and a Celery beat, each a process of its own."""
+    federation.start("controller", PY, "manage.py", "runserver", f"127.0.0.1:{federation.port}", "--noreload")
+    federation.start(
+        "worker",
+        *(PY, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo"),
+        *("--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"),
+    )
+    # Not the worker's embedded beat (-B): it outlives a worker killed with SIGKILL, and the
+    # restarted worker would run a second one. Further beats stand by (controlplane/beat.py).
+    federation.start("beat", PY, "-m", "celery", "-A", "controlplane", "beat", "-l", "info")
+    wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
+
+
+def serve_only(args: argparse.Namespace) -> int:
+    """`make serve`: the control plane on what var/ holds, until Ctrl-C; nothing is reset."""
+    var_dir = Path(args.var_dir or os.environ.get("FEDPLANE_VAR_DIR") or ROOT / "var").resolve()
+    if not port_free(args.port):
+        print(f"Port {args.port} is in use; stop what uses it or pass --port.", file=sys.stderr)
+        return 2
+    (var_dir / "logs").mkdir(parents=True, exist_ok=True)
+    federation = Federation(var_dir, args.port, args.combiner_port, 0)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        federation.run(PY, "manage.py", "migrate", "-v0")
+        print(f"Starting the controller, a Celery worker and a Celery beat (logs in {federation.logs}) ...")
+        start_control_plane(federation, APIClient("127.0.0.1", args.port))
+        print(f"Admin:    {url}/admin/   (an admin user: {PY} manage.py createsuperuser)")
+        print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
+        print("Serving; press Ctrl-C to stop everything.")
+        while True:
+            federation.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopped.")
+        return 0
+    finally:
+        print("Stopping the controller, the worker and the beat ...")
+        federation.stop()
+
+
 def build_example(work: Path) -> tuple[Path, Path]:
     client_dir = ROOT / "examples" / "digits" / "client"
     package = work / "digits.tgz"
@@ -164,11 +207,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--port", type=int, default=8092)
     parser.add_argument("--combiner-port", type=int, default=12080)
-    parser.add_argument("--var-dir", default=str(ROOT / "var" / "demo"))
+    parser.add_argument(
+        "--serve-only", action="store_true", help="only the controller, a worker and a beat, until Ctrl-C"
+    )
+    parser.add_argument("--var-dir", help="default var/demo, emptied first (--serve-only: var/, kept)")
     parser.add_argument("--auth", action="store_true", help="switch token auth on for every process")
     args = parser.parse_args()
 
-    var_dir = Path(args.var_dir).resolve()
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    if args.serve_only:
+        return serve_only(args)
+    var_dir = Path(args.var_dir or ROOT / "var" / "demo").resolve()
     for port in (args.port, args.combiner_port):
         if not port_free(port):
             print(
@@ -183,11 +235,6 @@ def main() -> int:
     password = secrets.token_urlsafe(9)
     began = time.monotonic()
     serving = False
-
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
     try:
         print("Preparing the database ...")
         federation.run(PY, "manage.py", "migrate", "-v0")
@@ -225,30 +272,11 @@ def main() -> int:
                 f"and each client, in {var_dir / 'secrets'}"
             )
         print(
-            "Starting the controller, a Celery worker, a combiner and "
+            "Starting the controller, a Celery worker, a Celery beat, a combiner and "
             f"{args.clients} clients (logs in {federation.logs}) ..."
         )
-        federation.start("controller", PY, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload")
-        federation.start(
-            "worker",
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "controlplane",
-            "worker",
-            "-B",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "info",
-            "-s",
-            str(var_dir / "celerybeat-schedule"),
-        )
         api = APIClient("127.0.0.1", args.port, token=admin_token)
-        wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
+        start_control_plane(federation, api)
         federation.start(
             "combiner",
             PY,

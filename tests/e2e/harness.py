@@ -3,8 +3,8 @@
 `Backend` gives one run its own storage: a fresh PostgreSQL database, a dedicated Redis database
 and a fresh S3 bucket when the services' variables are set (scripts/services.sh env), otherwise
 the embedded defaults under a temporary FEDPLANE_VAR_DIR (SQLite, files, filesystem broker).
-`Federation` starts the controller, the Celery worker (with beat), combiners and clients on top
-of it, and can kill, stop and restart any of them. Every wait has a deadline.
+`Federation` starts the controller, the Celery worker, beat, combiners and clients on top of it,
+and can kill, stop and restart any of them. Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ class Process:
 
 
 class Federation:
-    """Controller, worker, combiners and clients of one run, each a process group of its own."""
+    """Controller, worker, beat, combiners and clients of one run, each a process group of its own."""
 
     def __init__(
         self,
@@ -394,7 +394,8 @@ class Federation:
             "the controller", lambda: self.api.get_controller_status()["state"], 90, watch=("controller",)
         )
 
-    def start_worker(self) -> None:
+    def start_worker(self, *, beat: bool = True) -> None:
+        """The Celery worker; with `beat`, also a beat process ("beat") when none runs yet."""
         self.spawn(
             "worker",
             [
@@ -404,17 +405,23 @@ class Federation:
                 "-A",
                 "controlplane",
                 "worker",
-                "-B",
                 "--pool=solo",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
                 "-l",
                 "info",
-                "-s",
-                str(self.var_dir / "celerybeat-schedule"),
             ],
         )
+        if beat:
+            self.start_beat()
+
+    def start_beat(self, name: str = "beat") -> Process:
+        """A Celery beat process `name`, unless it runs already. Several beats may run: one leads
+        and fires the schedules, the others stand by (controlplane/beat.py)."""
+        if name in self.processes and self.processes[name].alive():
+            return self.processes[name]
+        return self.spawn(name, [PY, "-m", "celery", "-A", "controlplane", "beat", "-l", "info"])
 
     def start_combiner(
         self,

@@ -1,6 +1,6 @@
 """A whole federation as separate processes trains the digits example for three rounds.
 
-Controller (runserver), Celery worker with beat, two combiners and four clients, on the real
+Controller (runserver), Celery worker and beat, two combiners and four clients, on the real
 services when scripts/services.sh env is set, else on the embedded defaults.
 """
 
