@@ -3,12 +3,13 @@
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
 from apps.combiners.models import Combiner
-from apps.combiners.services import validate_name
+from apps.combiners.services import combiner_silence, validate_name
 
 
 class AssignmentError(ValueError):
@@ -40,15 +41,28 @@ def select_combiner(preferred: str | None) -> Combiner:
 
 @transaction.atomic
 def client_assign(*, name: str, preferred_combiner: str | None, ip: str) -> tuple[Client, Combiner]:
+    """Assign `name` to a combiner; a client its combiner still has online stays online.
+
+    A client restarted within its combiner's online window registers again before it reconnects.
+    Its combiner never saw it leave, so resetting it to `available` would hide it until the next
+    snapshot. On another combiner it is `available` until that one reports it.
+    """
     validate_name(name, "client_id")
     combiner = select_combiner(preferred_combiner)
+    current = Client.objects.select_for_update().filter(name=name).first()
+    stays_online = (
+        current is not None and current.status == ClientStatus.ONLINE and current.combiner_id == combiner.pk
+    )
     client, _ = Client.objects.update_or_create(
         name=name,
         defaults={
             "combiner": combiner,
             "combiner_preferred": preferred_combiner or "",
             "ip": ip,
-            "status": ClientStatus.AVAILABLE,
+            "status": ClientStatus.ONLINE if stays_online else ClientStatus.AVAILABLE,
+            # A sign of life; it also tells a snapshot from a combiner the client left (which
+            # saw it earlier) from the one it is assigned to now.
+            "last_seen": timezone.now(),
         },
     )
     return client, combiner
@@ -75,8 +89,20 @@ def client_find(identifier: str) -> Client | None:
     return found
 
 
+def clients_online() -> QuerySet[Client]:
+    """Clients online in the database whose combiner is not silent (see combiners_expire_silent).
+
+    The filter keeps the start check right between a combiner's death and the write that takes its
+    clients offline.
+    """
+    cutoff = timezone.now() - combiner_silence()
+    return Client.objects.filter(status=ClientStatus.ONLINE).filter(
+        Q(combiner__last_report_at__isnull=True) | Q(combiner__last_report_at__gte=cutoff)
+    )
+
+
 def clients_count_online(*, combiner: Combiner | None = None) -> int:
-    queryset = Client.objects.filter(status=ClientStatus.ONLINE)
+    queryset = clients_online()
     if combiner is not None:
         queryset = queryset.filter(combiner=combiner)
     return queryset.count()

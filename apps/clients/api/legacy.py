@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from apps.clients.api.serializers import ClientSerializer
 from apps.clients.models import Client
-from apps.clients.services import AssignmentError, assignment_answer, client_assign
+from apps.clients.services import AssignmentError, assignment_answer, client_assign, clients_online
 from apps.combiners.api.legacy import client_ip
 from apps.combiners.models import Combiner
 from apps.combiners.services import CombinerError
@@ -26,6 +26,7 @@ def add_client(request: Request) -> Response:
     """Assign a client to a combiner (least-packed, or its preferred one).
 
     A client token registers only the client its `sub` names; a body that names none means that one.
+    A client its combiner still has online keeps `online` (client_assign).
     """
     body = json_body(request, ADD_CLIENT_KEYS)
     for key in ("client_id", "name"):
@@ -81,9 +82,7 @@ def get_active_clients(request: Request) -> Response:
     combiner = Combiner.objects.filter(name=name).first()
     if combiner is None:
         return failure(f"Combiner {name} not found.", status.HTTP_404_NOT_FOUND)
-    clients = (
-        Client.objects.select_related("combiner").filter(combiner=combiner, status="online").order_by("name")
-    )
+    clients = clients_online().select_related("combiner").filter(combiner=combiner).order_by("name")
     return Response({"result": ClientSerializer(clients, many=True).data, "count": clients.count()})
 
 

@@ -38,4 +38,7 @@ class ClientTransitionSerializer(StrictSerializer):
 
 
 class ClientReportSerializer(StrictSerializer):
+    """A batch of transitions, or with `complete` a snapshot: every online client is listed."""
+
     clients = ClientTransitionSerializer(many=True)
+    complete = serializers.BooleanField(required=False, default=False)

@@ -32,13 +32,19 @@ class CombinerViewSet(FednReadViewSet):
     @extend_schema(request=ClientReportSerializer, responses={200: {"type": "object"}})
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def clients(self, request: Request, pk: Any = None) -> Response:
-        """A combiner's batch of client online/offline transitions; a combiner token reports only its own."""
+        """A combiner's presence report (a snapshot, or transitions); a combiner token reports only its own."""
         combiner = self.get_object()
         require_speaks_for(request, combiner.name)
         payload = ClientReportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            updated = combiner_report_clients(combiner=combiner, clients=payload.validated_data["clients"])
+            result = combiner_report_clients(
+                combiner=combiner,
+                clients=payload.validated_data["clients"],
+                complete=payload.validated_data["complete"],
+            )
         except CombinerError as exc:
             raise ValidationError(str(exc)) from exc
-        return Response({"updated": updated})
+        if payload.validated_data["complete"]:
+            return Response({"updated": result.updated, "offline": result.offline})
+        return Response({"updated": result.updated})
