@@ -1,4 +1,9 @@
-"""The combiner's live table of clients: last seen, online state and pending tasks."""
+"""The combiner's live table of clients: last seen, online state and pending tasks.
+
+The controller learns presence from snapshots of this table (`snapshot`), not from a log of
+events: a snapshot states the whole online set, so a lost, repeated or late one is healed by the
+next (docs/combiner-controller.md).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +52,11 @@ class TaskQueue:
             return len(self._items)
 
 
+# A snapshot still names a client this long after it went offline, with its last sign of life, so
+# that the controller learns when it was last seen even if one snapshot is lost.
+OFFLINE_REPORT_SECONDS = 60.0
+
+
 @dataclass
 class ClientState:
     name: str
@@ -64,6 +74,11 @@ class ClientTransition:
 
     def as_report(self) -> dict[str, str]:
         return {"name": self.name, "status": self.status, "last_seen": self.last_seen.isoformat()}
+
+
+def snapshot_body(entries: list[ClientTransition]) -> dict[str, object]:
+    """The body of a presence snapshot: every online client listed, `complete` says so."""
+    return {"clients": [entry.as_report() for entry in entries], "complete": True}
 
 
 class ClientRegistry:
@@ -125,15 +140,26 @@ class ClientRegistry:
             if state is not None:
                 state.last_seen = self._clock() - self.online_window - 1
 
+    def snapshot(self) -> list[ClientTransition]:
+        """Every online client, then those offline for less than OFFLINE_REPORT_SECONDS, by name."""
+        now = self._clock()
+        entries: list[ClientTransition] = []
+        with self._lock:
+            for name in sorted(self._clients):
+                state = self._clients[name]
+                if self._is_online(state, now):
+                    entries.append(ClientTransition(name, "online", state.last_seen_at))
+                elif now - state.last_seen <= self.online_window + OFFLINE_REPORT_SECONDS:
+                    entries.append(ClientTransition(name, "offline", state.last_seen_at))
+        return entries
+
     def all_offline(self) -> list[ClientTransition]:
-        """At shutdown: every client reported online becomes offline, since this combiner leaves."""
-        changes: list[ClientTransition] = []
+        """At shutdown: the snapshot's clients, all offline, since this combiner leaves."""
+        entries = [ClientTransition(e.name, "offline", e.last_seen) for e in self.snapshot()]
         with self._lock:
             for state in self._clients.values():
-                if state.reported_online:
-                    state.reported_online = False
-                    changes.append(ClientTransition(state.name, "offline", state.last_seen_at))
-        return changes
+                state.reported_online = False
+        return entries
 
     def transitions(self) -> list[ClientTransition]:
         """Online/offline changes since the last call; each change is returned once."""

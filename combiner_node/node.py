@@ -6,13 +6,14 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from combiner_node.auth import AuthSettings, IdentityGuard, JWTInterceptor, RevocationList
-from combiner_node.clients import ClientRegistry
+from combiner_node.clients import ClientRegistry, snapshot_body
 from combiner_node.modelfiles import ModelFiles
 from combiner_node.reporter import ControllerReporter
 from combiner_node.revocations import POLL_SECONDS, RevocationPoller
@@ -29,7 +30,11 @@ from combiner_node.store import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
-TRANSITION_CHECK_SECONDS = 1.0
+# How often the online set is checked for a change, which is reported at once.
+PRESENCE_CHECK_SECONDS = 0.5
+# A full snapshot at least this often even without a change: it moves last_seen on the controller
+# and heals a lost report. The controller counts a combiner silent after a few missed periods.
+PRESENCE_REPORT_SECONDS = 3.0
 
 
 @dataclass
@@ -45,6 +50,7 @@ class NodeSettings:
     tls: TlsConfig | None = None
     max_clients: int = 30
     online_window: float = 10.0
+    presence_interval: float = PRESENCE_REPORT_SECONDS
     workdir: Path | None = None
     max_upload_bytes: int = 2 * 1024**3
     revocation_poll_seconds: float = POLL_SECONDS
@@ -130,34 +136,37 @@ class CombinerNode:
         self.registry.wake_all()
         self.rounds.shutdown(timeout=grace)
         self.server.stop(grace).wait(grace + 1)
-        self._report_transitions()
-        leaving = self.registry.all_offline()
-        if leaving:
-            self.reporter.post(
-                f"/api/v1/combiners/{self.name}/clients",
-                {"clients": [change.as_report() for change in leaving]},
-            )
+        if self._monitor.is_alive():
+            self._monitor.join(timeout=PRESENCE_CHECK_SECONDS * 4)
+        # Leaving: an empty online set, so the controller takes this combiner's clients offline now.
+        self.reporter.post(self._presence_path, snapshot_body(self.registry.all_offline()), replace=True)
         self.reporter.close(timeout=grace)
         if self._revocations is not None:
             self._revocations.stop()
-        if self._monitor.is_alive():
-            self._monitor.join(timeout=TRANSITION_CHECK_SECONDS * 2)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         logger.info("combiner stopped name=%s", self.name)
 
-    def _report_transitions(self) -> None:
-        changes = self.registry.transitions()
-        if changes:
-            self.reporter.post(
-                f"/api/v1/combiners/{self.name}/clients",
-                {"clients": [change.as_report() for change in changes]},
-            )
+    @property
+    def _presence_path(self) -> str:
+        return f"/api/v1/combiners/{self.name}/clients"
+
+    def report_presence(self) -> None:
+        """Queue a snapshot of the online set; a queued, unsent one is replaced by it."""
+        self.reporter.post(self._presence_path, snapshot_body(self.registry.snapshot()), replace=True)
 
     def _watch_clients(self) -> None:
-        # One batched report per check, never one REST call per heartbeat.
-        while not self.stopping.wait(TRANSITION_CHECK_SECONDS):
+        # A snapshot at every change of the online set and every presence_interval, never one REST
+        # call per heartbeat. The first waits a period (or a change): a restarted combiner whose
+        # clients reconnect at once then reports them online without an offline flap in between,
+        # and one whose clients do not come back reports its empty set.
+        last_sent = time.monotonic()
+        while not self.stopping.wait(PRESENCE_CHECK_SECONDS):
             try:
-                self._report_transitions()
+                now = time.monotonic()
+                changed = bool(self.registry.transitions())
+                if changed or now - last_sent >= self.settings.presence_interval:
+                    self.report_presence()
+                    last_sent = now
             except Exception:
                 logger.exception("client monitor failed")

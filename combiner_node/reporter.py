@@ -123,12 +123,25 @@ class ControllerReporter:
         self._thread = threading.Thread(target=self._run, name="controller-reporter", daemon=True)
         self._thread.start()
 
-    def post(self, path: str, body: Any) -> None:
-        """Queue one report; never blocks on the network."""
+    def post(self, path: str, body: Any, *, replace: bool = False) -> None:
+        """Queue one report; never blocks on the network.
+
+        With `replace`, the report supersedes a queued one to the same path that is not being sent
+        (a presence snapshot: only the newest matters), keeping that one's place in the queue.
+        """
         if self.controller_url is None:
             logger.debug("no controller configured, report dropped path=%s", path)
             return
         with self._changed:
+            if replace:
+                waiting = [i for i in range(self._in_flight, len(self._queue)) if self._queue[i].path == path]
+                if waiting:
+                    # Two can wait here: one put back after a failed send and one queued meanwhile.
+                    for index in reversed(waiting[1:]):
+                        del self._queue[index]
+                    self._queue[waiting[0]] = _Report(path, body)
+                    self._changed.notify_all()
+                    return
             if len(self._queue) >= self._max_buffer and len(self._queue) > self._in_flight:
                 # Drop the oldest report that is not being sent right now.
                 del self._queue[self._in_flight]
