@@ -85,6 +85,8 @@ class ActiveRound:
     stop_reason: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     fold_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Updates taken off `outstanding` whose fold has not finished: the round waits for them too.
+    in_flight: int = 0
 
 
 def training_examples(meta_text: str) -> int:
@@ -257,11 +259,12 @@ class RoundHandler:
                         grpc.StatusCode.FAILED_PRECONDITION,
                         f"model update {update.model_update_id!r} was not uploaded to this combiner",
                     )
-            except UpdateRejected:
-                # The task is answered (badly): the round need not wait for it any longer.
+                return self._fold(current, update, update_path, num_examples)
+            finally:
+                # Answered, well or badly: the round need not wait for this task any longer.
+                with self._lock:
+                    current.in_flight -= 1
                 self._maybe_done(current)
-                raise
-            return self._fold(current, update, update_path, num_examples)
         finally:
             self.files.discard_update(update.model_update_id)
 
@@ -291,6 +294,7 @@ class RoundHandler:
             return f"it was trained from model {update.model_id!r}, not {current.config.model_id!r}"
         del current.outstanding[correlation_id]
         current.answered.add(correlation_id)
+        current.in_flight += 1
         return None
 
     def _refuse(self, update: fedn_pb2.ModelUpdate, why: str) -> str:
@@ -319,14 +323,12 @@ class RoundHandler:
             try:
                 current.aggregator.add(update_path, num_examples)
             except ValueError as exc:  # InvalidUpdate is a ValueError
-                self._maybe_done(current)
                 raise UpdateRejected(
                     grpc.StatusCode.INVALID_ARGUMENT, f"model update refused: {exc}"
                 ) from exc
             current.aggregation_seconds += time.monotonic() - started
             current.participants.append(from_name)
             current.num_examples += num_examples
-            self._maybe_done(current)
         logger.info(
             "model update accepted round_id=%s client=%s num_examples=%d aggregated=%d/%d",
             current.config.round_id,
@@ -338,7 +340,9 @@ class RoundHandler:
         return "Model update accepted."
 
     def _maybe_done(self, current: ActiveRound) -> None:
-        if len(current.participants) >= current.buffer_target or not current.outstanding:
+        with self._lock:
+            waiting = bool(current.outstanding) or current.in_flight > 0
+        if len(current.participants) >= current.buffer_target or not waiting:
             current.done.set()
 
     # The worker ----------------------------------------------------------------------------

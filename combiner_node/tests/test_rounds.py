@@ -14,6 +14,7 @@ import pytest
 
 from combiner_node.store import DirectoryStore
 from combiner_node.tests.conftest import (
+    TestClient,
     control_stub,
     load_model,
     save_model,
@@ -308,3 +309,73 @@ def test_set_aggregator_and_flush(node):
         )
         flush = control.FlushAggregationQueue(fedn_pb2.ControlRequest(), timeout=5)
     assert (ok.message, bad.message, flush.message) == ("Success", "Failed", "Success")
+
+
+def test_an_update_folding_while_the_last_is_claimed_is_still_counted(make_node, controller, store, tmp_path):
+    """The last outstanding task is claimed while an earlier update is still folding: the round
+    must wait for both folds, not close on "nothing outstanding" and refuse the second."""
+    import threading
+
+    from combiner_node.rounds import default_aggregator_factory
+
+    first_fold_started = threading.Event()
+    release_first_fold = threading.Event()
+
+    class SlowFirstFold:
+        def __init__(self, inner):
+            self.inner = inner
+            self.folds = 0
+
+        def start_round(self, path):
+            self.inner.start_round(path)
+
+        def add(self, path, num_examples):
+            self.folds += 1
+            if self.folds == 1:
+                first_fold_started.set()
+                release_first_fold.wait(10)
+            self.inner.add(path, num_examples)
+
+        @property
+        def count(self):
+            return self.inner.count
+
+        def finish(self, out_path):
+            self.inner.finish(out_path)
+
+    def factory(name, kwargs, workdir):
+        return SlowFirstFold(default_aggregator_factory(name, kwargs, workdir))
+
+    node = make_node(aggregator_factory=factory)
+    model_id = seed_model(store, tmp_path)
+    alice = TestClient(node.port, "alice")
+    bob = TestClient(node.port, "bob")
+    for client in (alice, bob):
+        client.heartbeat()
+        client.open_stream()
+    start(node.port, **round_config(model_id, round_timeout=30))
+    alice_task, bob_task = alice.next_task(), bob.next_task()
+    answers: dict[str, str] = {}
+    slow = threading.Thread(
+        target=lambda: answers.__setitem__(
+            "alice", alice.send_update(alice_task, layers(1.0), 1, tmp_path).response
+        )
+    )
+    slow.start()
+    assert first_fold_started.wait(10)
+    # Bob's update is claimed while alice's is folding; it then waits for the fold lock.
+    fast = threading.Thread(
+        target=lambda: answers.__setitem__(
+            "bob", bob.send_update(bob_task, layers(3.0), 1, tmp_path).response
+        )
+    )
+    fast.start()
+    wait_for(lambda: not node.rounds._current.outstanding)
+    release_first_fold.set()
+    slow.join(10)
+    fast.join(10)
+    assert answers == {"alice": "Model update accepted.", "bob": "Model update accepted."}
+    report = report_of(controller)
+    assert report["status"] == "Success" and sorted(report["participants"]) == ["alice", "bob"]
+    alice.close()
+    bob.close()
