@@ -89,15 +89,9 @@ def combiner_find(identifier: str) -> Combiner | None:
     return found
 
 
-# A combiner that sends snapshots and has sent none for this long is gone: its clients go offline.
-# Combiners send one every 3 s (combiner_node.node.PRESENCE_REPORT_SECONDS).
-DEFAULT_COMBINER_SILENCE_SECONDS = 15.0
-
-
 def combiner_silence() -> timedelta:
-    return timedelta(
-        seconds=getattr(settings, "FEDPLANE_COMBINER_SILENCE_SECONDS", DEFAULT_COMBINER_SILENCE_SECONDS)
-    )
+    """A combiner that sends snapshots (every 3 s) and has sent none for this long is gone."""
+    return timedelta(seconds=settings.FEDPLANE_COMBINER_SILENCE_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ FEDN_JWT_CUSTOM_CLAIM_VALUE = env_str("FEDN_JWT_CUSTOM_CLAIM_VALUE")
 FEDN_AUTH_WHITELIST_URL_PREFIX = env_str("FEDN_AUTH_WHITELIST_URL_PREFIX")
 # `fedplane_token` refuses a longer --days: a leaked token stays useful at most this long.
 FEDPLANE_TOKEN_MAX_DAYS = float(env_str("FEDPLANE_TOKEN_MAX_DAYS", "365"))
+# A combiner that sent presence snapshots and then none for this long has its clients go offline.
+FEDPLANE_COMBINER_SILENCE_SECONDS = env_int("FEDPLANE_COMBINER_SILENCE_SECONDS", 15)
 # Token the controller and workers present to combiners on Control calls (role admin or combiner).
 FEDPLANE_CONTROL_TOKEN = env_str("FEDPLANE_CONTROL_TOKEN", env_str("FEDN_AUTH_TOKEN"))
 # mTLS toward combiners started with --client-ca: PEM paths of the certificate and key the controller
