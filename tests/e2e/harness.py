@@ -10,12 +10,14 @@ and can kill, stop and restart any of them. Every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,8 +32,12 @@ from fedplane.tokenfile import write_token_file
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 DIGITS_CLIENT = ROOT / "examples" / "digits" / "client"
-# The Redis database the e2e runs use as their broker; flushed before and after each run.
-E2E_REDIS_DB = int(os.environ.get("FEDPLANE_E2E_REDIS_DB", "5"))
+# The Redis databases e2e runs use as their broker, one per running federation (several test
+# runs may share one Redis); flushed before and after each run. FEDPLANE_E2E_REDIS_DB pins one.
+E2E_REDIS_DBS = range(5, 16)
+E2E_REDIS_DB: int | None = (
+    int(os.environ["FEDPLANE_E2E_REDIS_DB"]) if os.environ.get("FEDPLANE_E2E_REDIS_DB") else None
+)
 TERMINAL_SESSION = ("Finished", "Failed", "Stopped")
 # Variables of the outer (test) process that must not leak into the federation's processes.
 SCRUBBED_ENV = (
@@ -185,7 +191,7 @@ def _fresh_database(database_url: str, name: str, backend: Backend) -> str:
 def _dedicated_redis_db(broker_url: str, backend: Backend) -> str:
     import redis
 
-    url = _with_path(broker_url, f"/{E2E_REDIS_DB}")
+    url = _with_path(broker_url, f"/{_claim_redis_db(backend)}")
 
     def flush() -> None:
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -197,6 +203,24 @@ def _dedicated_redis_db(broker_url: str, backend: Backend) -> str:
     flush()
     backend.cleanups.append(flush)
     return url
+
+
+def _claim_redis_db(backend: Backend) -> int:
+    """A Redis database no other running federation on this machine uses, held until close()."""
+    if E2E_REDIS_DB is not None:
+        return E2E_REDIS_DB
+    for db in E2E_REDIS_DBS:
+        handle = open(Path(tempfile.gettempdir()) / f"fedplane-e2e-redis-db-{db}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        backend.cleanups.append(handle.close)  # runs after the flush appended next
+        return db
+    raise FederationError(
+        f"every e2e Redis database ({E2E_REDIS_DBS.start}..{E2E_REDIS_DBS.stop - 1}) is in use"
+    )
 
 
 def _fresh_bucket(backend: Backend) -> None:
