@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
@@ -298,7 +298,7 @@ class SessionAdmin(admin.ModelAdmin):
 
 class CombinerReportInline(admin.TabularInline):
     model = CombinerReport
-    fields = ["combiner", "status", "combined_model", "num_examples", "received_at", "report_json"]
+    fields = ["combiner", "attempt", "status", "combined_model", "num_examples", "received_at", "report_json"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -326,6 +326,7 @@ class RoundAdmin(ReadOnlyAdmin):
         "status_badge",
         "global_model",
         "report_count",
+        "attempt",
         "created_at",
         "updated_at",
     ]
@@ -341,6 +342,8 @@ class RoundAdmin(ReadOnlyAdmin):
         "status_badge",
         "status_reason",
         "global_model",
+        "attempt",
+        "retry_history",
         "config_json",
         "data_json",
         "created_at",
@@ -368,6 +371,28 @@ class RoundAdmin(ReadOnlyAdmin):
     @admin.display(description="reports", ordering="reports_received")
     def report_count(self, item: Any) -> int:
         return item.reports_received
+
+    @admin.display(description="retries")
+    def retry_history(self, item: Round) -> SafeString | str:
+        """Each attempt that ended without a model: who ran it, who was lost, and why it was retried."""
+        attempts = item.round_data.get("attempts", [])
+        if not attempts:
+            return "-"
+        return format_html(
+            "<ol start='0'>{}</ol>",
+            format_html_join(
+                "",
+                "<li>{}: {} (lost: {})</li>",
+                (
+                    (
+                        attempt.get("ended_at", ""),
+                        attempt.get("reason", ""),
+                        ", ".join(attempt.get("lost", [])) or "none",
+                    )
+                    for attempt in attempts
+                ),
+            ),
+        )
 
     @admin.display(description="round config")
     def config_json(self, item: Round) -> SafeString:

@@ -55,5 +55,6 @@ class SessionStep(models.TextChoices):
     NEXT_ROUND = "next_round", "Starting the next round"
     STARTING = "starting", "Sending the round to combiners"
     TRAINING = "training", "Waiting for combiner reports"
+    REDUCING = "reducing", "Combining the combiners' models"
     VALIDATING = "validating", "Waiting for validations"
     DONE = "done", "Done"

@@ -30,6 +30,10 @@ class Session(models.Model):
     delete_models_storage = models.BooleanField(default=True)
     clients_required = models.PositiveIntegerField(default=1)
     clients_requested = models.PositiveIntegerField(default=8)
+    round_retries = models.PositiveIntegerField(
+        default=1,
+        help_text="How often a round that lost its combiners is started again before the session fails.",
+    )
     validate = models.BooleanField(default=True)
     helper_type = models.CharField(max_length=64, default="numpyhelper")
     task = models.CharField(max_length=32, blank=True, default="")
@@ -77,6 +81,8 @@ class Round(models.Model):
     model_id = models.CharField(
         max_length=64, blank=True, null=True, help_text="Global model this round made."
     )
+    # 0 for the first attempt; each retry (same number, fresh deadline) adds one.
+    attempt = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -96,11 +102,17 @@ class CombinerReport(models.Model):
     model_id = models.CharField(max_length=64, blank=True, null=True)
     num_examples = models.BigIntegerField(default=0)
     report = models.JSONField(default=dict)
+    # The attempt of the round it answers: a retried round ignores the reports of earlier attempts.
+    attempt = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["received_at", "id"]
-        constraints = [models.UniqueConstraint(fields=["round", "combiner"], name="one_report_per_combiner")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "combiner", "attempt"], name="one_report_per_combiner_attempt"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.combiner} @ round {self.round_id}"

@@ -1,10 +1,33 @@
 """Running a session: a state machine in the database, advanced by short idempotent steps.
 
-`session_advance` claims the session with a conditional UPDATE (a lease), does one bounded step
-and says when it wants to run again. Nothing here blocks on a combiner beyond a gRPC deadline, and
-every wait has a deadline, so a session always ends Finished, Stopped or Failed with its reason.
-A worker that dies mid-step leaves a lease that expires; the watchdog then re-enqueues the step,
-which resumes from what the database says, so no round is repeated or skipped.
+`session_advance` claims the session with a conditional UPDATE (a lease token), does one bounded
+step and says when it wants to run again. Nothing here blocks on a combiner beyond one gRPC
+deadline, and every wait has a deadline, so a session always ends Finished, Stopped or Failed with
+its reason. A worker that dies mid-step leaves a lease that expires; the watchdog then re-enqueues
+the step, which resumes from what the database says, so no round is repeated or skipped.
+
+Fencing. Every database write of a step happens inside `fenced()`: one transaction that ends with a
+conditional UPDATE on the session row (`lease_token = <ours>`), which also renews the lease. Zero
+rows means another worker claimed the session meanwhile: `LeaseLost` rolls the whole step back
+(round rows, status changes, events, a committed model), the step logs it and does nothing else,
+and the holder carries on. On PostgreSQL that UPDATE holds the row lock until commit, so a claim
+racing with it waits and then sees the renewed lease; SQLite serialises writers anyway.
+
+The order of a round, so that no side effect outside the database escapes the fence:
+
+1. `next_round`: probe the combiners (read only, in parallel under one deadline), then create the
+   Round row and move to `starting` in one fenced transaction. No combiner has heard of the round.
+2. `starting`: renew the lease (a fenced check) so it outlives one gRPC deadline, then send
+   Control.Start to the chosen combiners in parallel, then record who accepted (fenced). The Start
+   calls are the only effect a lost lease could repeat, and the renewed lease covers their deadline.
+3. `training`: read the reports; probe combiners that have not reported (a combiner that cannot be
+   reached has lost its part of the round). When every combiner reported or was lost, or the
+   deadline passed: enough updates go to `reducing`; too few retry the round (same number, fresh
+   deadline, `round_retries` times) or, with no retries left, fail it.
+4. `reducing` runs in its own Celery task whose time limits fit its longer lease: it writes the
+   combined artifact (an orphan at worst if the lease is lost), then commits the Model row, the
+   round and the session's next step in one fenced transaction. Artifacts are deleted and
+   validation requests sent only after that commit.
 """
 
 import contextlib
@@ -12,21 +35,23 @@ import datetime as dt
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.combiners.grpc_client import CombinerClient, CombinerError
+from apps.combiners.grpc_client import CombinerClient, CombinerError, CombinerUnavailable
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_find, model_get_active
 from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus, SessionStep
-from apps.sessions.models import Round, Session, Validation
+from apps.sessions.models import CombinerReport, Round, Session, Validation
 from apps.sessions.services import (
     controller_state_set,
     event_log,
@@ -39,20 +64,28 @@ from fedplane.numpyhelper import sha256_of
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RUNNING_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
 # A step finishes well within this; a dead worker's claim lapses after it.
 LEASE = dt.timedelta(seconds=30)
-# Reducing large models may take longer than a normal step.
+# Reducing large models may take longer than a normal step; the reduce task's limits fit inside it.
 REDUCE_LEASE = dt.timedelta(minutes=10)
 # Combiners report after round_timeout; give them this long on top before giving up on them.
 REPORT_MARGIN = dt.timedelta(seconds=30)
 VALIDATION_WAIT = dt.timedelta(seconds=60)
 POLL_SECONDS = 1.0
 GRPC_TIMEOUT = 5.0
+# Combiners called at once; more than this share the same overall deadline.
+MAX_PARALLEL_CALLS = 64
 
 
 class RoundFailed(Exception):
     """The current round cannot succeed; the message is the reason shown to operators."""
+
+
+class LeaseLost(Exception):
+    """Another worker claimed the session while this step ran; the step's writes are rolled back."""
 
 
 def combiner_client(combiner: Combiner) -> CombinerClient:
@@ -66,7 +99,39 @@ def combiner_client(combiner: Combiner) -> CombinerClient:
     )
 
 
-# ---------------------------------------------------------------- claiming
+def call_combiners(
+    combiners: Iterable[Combiner], call: Callable[[Combiner], T]
+) -> dict[str, T | CombinerError]:
+    """`call` on every combiner at once; all answers (or errors) within about one gRPC deadline."""
+    targets = list(combiners)
+    if not targets:
+        return {}
+    pool = ThreadPoolExecutor(
+        max_workers=min(len(targets), MAX_PARALLEL_CALLS), thread_name_prefix="combiner-call"
+    )
+    try:
+        futures = {pool.submit(call, combiner): combiner.name for combiner in targets}
+        # Each call carries the gRPC deadline; the margin covers connecting and thread start.
+        done, _ = wait(futures, timeout=GRPC_TIMEOUT + 1.0)
+    finally:
+        # A call past its deadline is abandoned, not awaited: its thread ends with its own deadline.
+        pool.shutdown(wait=False, cancel_futures=True)
+    results: dict[str, T | CombinerError] = {}
+    for future, name in futures.items():
+        if future not in done:
+            results[name] = CombinerUnavailable(f"no answer within {GRPC_TIMEOUT:g} s")
+            continue
+        error = future.exception()
+        if error is None:
+            results[name] = future.result()
+        elif isinstance(error, CombinerError):
+            results[name] = error
+        else:
+            results[name] = CombinerError(f"{type(error).__name__}: {error}")
+    return results
+
+
+# ---------------------------------------------------------------- claiming and fencing
 
 
 def claim(session_pk: int, lease: dt.timedelta = LEASE) -> str | None:
@@ -82,7 +147,21 @@ def claim(session_pk: int, lease: dt.timedelta = LEASE) -> str | None:
 
 
 def extend_lease(session_pk: int, token: str, lease: dt.timedelta) -> None:
-    Session.objects.filter(pk=session_pk, lease_token=token).update(lease_until=timezone.now() + lease)
+    """Renew the lease while it is still ours; LeaseLost when another worker has claimed the session."""
+    renewed = Session.objects.filter(pk=session_pk, lease_token=token).update(
+        lease_until=timezone.now() + lease
+    )
+    if not renewed:
+        raise LeaseLost(f"session {session_pk} is no longer held by lease {token}")
+
+
+@contextlib.contextmanager
+def fenced(session_pk: int, token: str, lease: dt.timedelta = LEASE) -> Iterator[None]:
+    """The writes of a step: one transaction that commits only if the step still holds its lease."""
+    with transaction.atomic():
+        yield
+        # Last statement of the transaction: on PostgreSQL it holds the row lock until commit.
+        extend_lease(session_pk, token, lease)
 
 
 def release(session_pk: int, token: str, delay: float | None) -> None:
@@ -92,18 +171,37 @@ def release(session_pk: int, token: str, delay: float | None) -> None:
     )
 
 
-def session_advance(*, session_pk: int) -> float | None:
-    """Run one step of a session. Returns seconds until the next step, or None when there is none."""
-    token = claim(session_pk)
+def session_step(session_pk: int) -> str | None:
+    return Session.objects.filter(pk=session_pk).values_list("step", flat=True).first()
+
+
+def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | None:
+    """Run one step of a session. Returns seconds until the next step, or None when there is none.
+
+    With `reduce_here` False (the short step task), a session waiting for its reduce is left to the
+    reduce task: the answer is 0.0 and nothing is claimed.
+    """
+    reducing = session_step(session_pk) == SessionStep.REDUCING
+    if reducing and not reduce_here:
+        return 0.0
+    token = claim(session_pk, REDUCE_LEASE if reducing else LEASE)
     if token is None:
         return None
     delay: float | None = None
     try:
         session = Session.objects.get(pk=session_pk)
         delay = run_step(session, token)
+    except LeaseLost:
+        logger.warning("Session %s: the step lost its lease; its writes were rolled back", session_pk)
+        return None
     except Exception as exc:  # a step's failure must end the session visibly, never silently
         logger.exception("Session %s failed", session_pk)
-        session_fail(Session.objects.get(pk=session_pk), f"{type(exc).__name__}: {exc}")
+        try:
+            with fenced(session_pk, token):
+                session_fail(Session.objects.get(pk=session_pk), f"{type(exc).__name__}: {exc}")
+        except LeaseLost:
+            logger.warning("Session %s: the failed step had lost its lease; the holder goes on", session_pk)
+            return None
         delay = None
     finally:
         release(session_pk, token, delay)
@@ -126,74 +224,95 @@ def sessions_needing_a_step(grace: dt.timedelta = dt.timedelta(seconds=5)) -> li
 
 def run_step(session: Session, token: str) -> float | None:
     if session.stop_requested or session.status == SessionStatus.STOPPING:
-        session_stop_now(session)
+        session_stop_now(session, token)
         return None
     if session.status == SessionStatus.INITIALIZED:
-        return step_begin(session)
+        return step_begin(session, token)
     step = {
         SessionStep.NEXT_ROUND: step_next_round,
         SessionStep.STARTING: step_starting,
-        SessionStep.TRAINING: lambda s: step_training(s, token),
+        SessionStep.TRAINING: step_training,
+        SessionStep.REDUCING: step_reducing,
         SessionStep.VALIDATING: step_validating,
     }.get(session.step)
     if step is None:
         raise RuntimeError(f"session is at unknown step {session.step!r}")
-    return step(session)
+    return step(session, token)
 
 
-def step_begin(session: Session) -> float:
+def step_begin(session: Session, token: str) -> float:
     now = timezone.now()
-    session.status = SessionStatus.STARTED
-    session.started_at = session.started_at or now
-    session.step = SessionStep.NEXT_ROUND
-    session.step_deadline = now + dt.timedelta(seconds=session.round_timeout)
-    session.save(update_fields=["status", "started_at", "step", "step_deadline"])
-    controller_state_set(ControllerStateValue.INSTRUCTING, session)
-    event_log(
-        f"Session {session.session_id} started: {session.rounds} rounds, {session.aggregator}.",
-        session_id=session.session_id,
-    )
+    with fenced(session.pk, token):
+        session.status = SessionStatus.STARTED
+        session.started_at = session.started_at or now
+        session.step = SessionStep.NEXT_ROUND
+        session.step_deadline = now + dt.timedelta(seconds=session.round_timeout)
+        session.save(update_fields=["status", "started_at", "step", "step_deadline"])
+        controller_state_set(ControllerStateValue.INSTRUCTING, session)
+        event_log(
+            f"Session {session.session_id} started: {session.rounds} rounds, {session.aggregator}.",
+            session_id=session.session_id,
+        )
     return 0.0
 
 
-def online_clients(combiner: Combiner) -> int | None:
-    try:
-        return len(combiner_client(combiner).list_active_clients())
-    except CombinerError as exc:
-        logger.warning("Combiner %s unreachable: %s", combiner.name, exc)
-        return None
+def probe_online(combiners: Iterable[Combiner]) -> dict[str, int | None]:
+    """Online clients per combiner, asked in parallel; None for a combiner that did not answer."""
+    answers = call_combiners(combiners, lambda combiner: combiner_client(combiner).list_active_clients())
+    counts: dict[str, int | None] = {}
+    for name, answer in answers.items():
+        if isinstance(answer, CombinerError):
+            logger.warning("Combiner %s unreachable: %s", name, answer)
+            counts[name] = None
+        else:
+            counts[name] = len(answer)
+    return counts
 
 
-def step_next_round(session: Session) -> float | None:
-    if session.rounds_completed >= session.rounds:
-        session_finish(session)
+def step_next_round(session: Session, token: str) -> float | None:
+    """Choose combiners for the next round, or for the current round again when it is being retried."""
+    current = session.current_round
+    retrying = current is not None and current.status == RoundStatus.PENDING
+    if not retrying and session.rounds_completed >= session.rounds:
+        with fenced(session.pk, token):
+            session_finish(session)
         return None
     required = max(session.clients_required, 1)
-    participants = [c for c in Combiner.objects.order_by("name") if (online_clients(c) or 0) >= required]
+    combiners = list(Combiner.objects.order_by("name"))
+    counts = probe_online(combiners)
+    participants = [c.name for c in combiners if (counts.get(c.name) or 0) >= required]
     if not participants:
         if session.step_deadline and timezone.now() > session.step_deadline:
-            session_fail(
-                session, f"No combiner had {required} online client(s) within {session.round_timeout} s."
-            )
+            waited = f"No combiner had {required} online client(s) within {session.round_timeout} s."
+            with fenced(session.pk, token):
+                if retrying and current is not None:
+                    fail_round(session, current, f"{current.status_reason} Retry not started: {waited}")
+                else:
+                    session_fail(session, waited)
             return None
         return POLL_SECONDS * 2
     model = model_find(session_current_model_id(session) or "")
-    if model is None:
-        session_fail(session, "The session's model no longer exists.")
-        return None
-    config = {
-        **session_config(session),
-        "rounds": 1,
-        "task": "training",
-        "model_id": str(model.model_id),
-        "session_id": session.session_id,
-    }
-    with transaction.atomic():
-        new_round = round_create(session=session, round_config=config)
-        new_round.round_data = {"participants": [c.name for c in participants]}
-        new_round.save(update_fields=["round_data"])
-        session.current_round = new_round
+    with fenced(session.pk, token):
+        if model is None:
+            session_fail(session, "The session's model no longer exists.")
+            return None
+        if retrying and current is not None:
+            current.round_data = {**current.round_data, "participants": participants}
+            current.save(update_fields=["round_data"])
+        else:
+            config = {
+                **session_config(session),
+                "rounds": 1,
+                "task": "training",
+                "model_id": str(model.model_id),
+                "session_id": session.session_id,
+            }
+            current = round_create(session=session, round_config=config)
+            current.round_data = {"participants": participants}
+            current.save(update_fields=["round_data"])
+        session.current_round = current
         session.step = SessionStep.STARTING
+        # A retry gets a fresh deadline, like a new round.
         session.step_deadline = timezone.now() + dt.timedelta(seconds=session.round_timeout) + REPORT_MARGIN
         session.save(update_fields=["current_round", "step", "step_deadline"])
     return 0.0
@@ -210,32 +329,53 @@ def session_current_model_id(session: Session) -> str | None:
     return session.model_id
 
 
-def step_starting(session: Session) -> float:
+def step_starting(session: Session, token: str) -> float:
     current = session.current_round
     if current is None:
         raise RuntimeError("no current round to start")
     names = current.round_data.get("participants", [])
-    started, failed = [], []
-    for combiner in Combiner.objects.filter(name__in=names).order_by("name"):
-        try:
-            combiner_client(combiner).start(current.round_config)
-            started.append(combiner.name)
-        except CombinerError as exc:
-            failed.append(f"{combiner.name}: {exc}")
-    current.round_data = {**current.round_data, "participants": started, "start_failures": failed}
-    current.save(update_fields=["round_data"])
-    if not started:
-        fail_round(session, current, "No combiner accepted the round: " + "; ".join(failed))
-        return 0.0
-    event_log(
-        f"Round {current.round_id} sent to {', '.join(started)}.",
-        session_id=session.session_id,
-        level=LogLevel.WARNING if failed else LogLevel.INFO,
+    # The combiner echoes the attempt in its report, so a late report of an earlier attempt is refused.
+    config = {**current.round_config, "round_attempt": current.attempt}
+    # Fence before the side effect: the lease is ours and outlasts the Start calls' deadline.
+    extend_lease(session.pk, token, LEASE)
+    answers = call_combiners(
+        Combiner.objects.filter(name__in=names).order_by("name"),
+        lambda combiner: combiner_client(combiner).start(config),
     )
-    session.step = SessionStep.TRAINING
-    session.save(update_fields=["step"])
-    controller_state_set(ControllerStateValue.MONITORING, session)
+    started = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerError))
+    failed = [
+        f"{name}: {answer}" for name, answer in sorted(answers.items()) if isinstance(answer, CombinerError)
+    ]
+    failed += [f"{name}: not registered" for name in sorted(set(names) - set(answers))]
+    with fenced(session.pk, token):
+        current.round_data = {**current.round_data, "participants": started, "start_failures": failed}
+        current.save(update_fields=["round_data"])
+        if not started:
+            return end_attempt(session, current, "No combiner accepted the round: " + "; ".join(failed))
+        attempt = f" (retry {current.attempt})" if current.attempt else ""
+        event_log(
+            f"Round {current.round_id}{attempt} sent to {', '.join(started)}.",
+            session_id=session.session_id,
+            level=LogLevel.WARNING if failed else LogLevel.INFO,
+        )
+        session.step = SessionStep.TRAINING
+        session.save(update_fields=["step"])
+        controller_state_set(ControllerStateValue.MONITORING, session)
     return POLL_SECONDS
+
+
+def attempt_reports(current: Round) -> list[CombinerReport]:
+    return list(current.reports.filter(attempt=current.attempt))
+
+
+def usable_reports(reports: Iterable[CombinerReport]) -> list[CombinerReport]:
+    return [r for r in reports if r.status == "Success" and r.model_id and r.num_examples > 0]
+
+
+def probe_lost(combiners: Iterable[Combiner]) -> list[str]:
+    """Combiners that cannot be reached now: whatever they were running for this round is gone."""
+    answers = call_combiners(combiners, lambda combiner: combiner_client(combiner).health())
+    return sorted(name for name, answer in answers.items() if answer is not True)
 
 
 def step_training(session: Session, token: str) -> float | None:
@@ -243,51 +383,174 @@ def step_training(session: Session, token: str) -> float | None:
     if current is None:
         raise RuntimeError("no current round to wait for")
     expected = set(current.round_data.get("participants", []))
-    reports = list(current.reports.all())
+    reports = attempt_reports(current)
     reported = {r.combiner for r in reports}
-    if not expected <= reported and timezone.now() < (session.step_deadline or timezone.now()):
+    lost = set(current.round_data.get("lost", []))
+    before_deadline = timezone.now() < (session.step_deadline or timezone.now())
+    waiting = expected - reported - lost
+    newly_lost: list[str] = []
+    if waiting and before_deadline:
+        newly_lost = probe_lost(Combiner.objects.filter(name__in=waiting))
+        # A report may have landed while the probe ran; it counts, the combiner is not lost.
+        reported = {r.combiner for r in attempt_reports(current)}
+        newly_lost = [name for name in newly_lost if name not in reported]
+        lost |= set(newly_lost)
+        waiting = expected - reported - lost
+    if waiting and before_deadline:
+        if newly_lost:
+            with fenced(session.pk, token):
+                current.round_data = {**current.round_data, "lost": sorted(lost)}
+                current.save(update_fields=["round_data"])
+                event_log(
+                    f"Round {current.round_id}: lost combiner(s) {', '.join(newly_lost)} mid-round; "
+                    "waiting for the others.",
+                    session_id=session.session_id,
+                    level=LogLevel.WARNING,
+                )
         return POLL_SECONDS
+    reports = attempt_reports(current)
+    reported = {r.combiner for r in reports}
     missing = sorted(expected - reported)
-    usable = [r for r in reports if r.status == "Success" and r.model_id and r.num_examples > 0]
-    if not usable:
-        reasons = [f"{r.combiner}: {r.report.get('reason') or r.status}" for r in reports]
-        reasons += [f"{name}: no report before the deadline" for name in missing]
-        fail_round(session, current, "No combiner produced a model. " + "; ".join(reasons))
-        return 0.0
-    extend_lease(session.pk, token, REDUCE_LEASE)
-    new_model = reduce_and_commit(session, current, usable)
-    with transaction.atomic():
-        current.status = RoundStatus.SUCCESS if session.validate else RoundStatus.FINISHED
-        current.model_id = str(new_model.model_id)
+    usable = usable_reports(reports)
+    updates = sum(len(r.report.get("participants", [])) for r in usable)
+    # Every combiner answered: reduce what they made. Some are gone: only with enough updates.
+    enough = bool(usable) and (not missing or updates >= max(session.clients_required, 1))
+    with fenced(session.pk, token):
+        current.round_data = {**current.round_data, "lost": sorted(lost & set(missing))}
+        current.save(update_fields=["round_data"])
+        if not enough:
+            reasons = [f"{r.combiner}: {r.report.get('reason') or r.status}" for r in reports]
+            reasons += [
+                f"{name}: {'lost mid-round' if name in lost else 'no report before the deadline'}"
+                for name in missing
+            ]
+            head = "No combiner produced a model." if not usable else f"Only {updates} update(s) arrived."
+            return end_attempt(session, current, f"{head} " + "; ".join(reasons))
         if missing:
             current.status_reason = "No report from: " + ", ".join(missing)
-        current.save(update_fields=["status", "model_id", "status_reason", "round_data"])
+            current.save(update_fields=["status_reason"])
+        session.step = SessionStep.REDUCING
+        session.save(update_fields=["step"])
+    return 0.0
+
+
+def end_attempt(session: Session, current: Round, reason: str) -> float | None:
+    """The round cannot be completed as it ran: start it again if retries are left, else fail it.
+
+    Call inside the step's fence.
+    """
+    if current.attempt >= session.round_retries:
+        spent = (
+            f" (after {current.attempt} retr{'y' if current.attempt == 1 else 'ies'})"
+            if current.attempt
+            else ""
+        )
+        fail_round(session, current, reason + spent)
+        return 0.0
+    now = timezone.now()
+    history = [
+        *current.round_data.get("attempts", []),
+        {
+            "attempt": current.attempt,
+            "participants": current.round_data.get("participants", []),
+            "lost": current.round_data.get("lost", []),
+            "reason": reason,
+            "ended_at": now.isoformat(),
+        },
+    ]
+    current.attempt += 1
+    current.round_data = {"attempts": history}
+    current.status_reason = f"Retry {current.attempt} of {session.round_retries}: {reason}"
+    current.save(update_fields=["attempt", "round_data", "status_reason"])
+    session.step = SessionStep.NEXT_ROUND
+    # How long to wait for a combiner with enough clients (the one that died, or another).
+    session.step_deadline = now + dt.timedelta(seconds=session.round_timeout)
+    session.save(update_fields=["step", "step_deadline"])
+    controller_state_set(ControllerStateValue.INSTRUCTING, session)
+    event_log(
+        f"Round {current.round_id} retry {current.attempt} of {session.round_retries}: {reason}",
+        session_id=session.session_id,
+        level=LogLevel.WARNING,
+    )
+    return 0.0
+
+
+def step_reducing(session: Session, token: str) -> float:
+    current = session.current_round
+    if current is None:
+        raise RuntimeError("no current round to reduce")
+    usable = usable_reports(attempt_reports(current))
+    if not usable:
+        raise RuntimeError(f"round {current.round_id} has no model to reduce")
+    extend_lease(session.pk, token, REDUCE_LEASE)
+    reduced = reduce_models(current, usable)
+    with fenced(session.pk, token):
+        parent = model_find(current.round_config.get("model_id", "")) or model_get_active()
+        commit_started = timezone.now()
+        new_model = model_commit(
+            model_id=reduced.model_id,
+            key=reduced.key,
+            size=reduced.size,
+            sha256=reduced.sha256,
+            session_id=session.session_id,
+            parent=parent,
+        )
+        current.round_data = {
+            **current.round_data,
+            **reduced.round_data,
+            "time_commit": (timezone.now() - commit_started).total_seconds(),
+        }
+        current.status = RoundStatus.SUCCESS if session.validate else RoundStatus.FINISHED
+        current.model_id = str(new_model.model_id)
+        current.save(update_fields=["status", "model_id", "round_data"])
         session.rounds_completed += 1
         session.step = SessionStep.VALIDATING if session.validate else SessionStep.NEXT_ROUND
         session.step_deadline = timezone.now() + min(
             VALIDATION_WAIT, dt.timedelta(seconds=session.round_timeout)
         )
         session.save(update_fields=["rounds_completed", "step", "step_deadline"])
-    event_log(
-        f"Round {current.round_id} committed model {new_model.model_id} from {len(usable)} combiner(s).",
-        session_id=session.session_id,
-    )
+        retried = (
+            f" after {current.attempt} retr{'y' if current.attempt == 1 else 'ies'}"
+            if current.attempt
+            else ""
+        )
+        event_log(
+            f"Round {current.round_id} committed model {new_model.model_id} from {len(usable)} "
+            f"combiner(s){retried}.",
+            session_id=session.session_id,
+        )
     if session.delete_models_storage:
         for report in usable:
             if report.model_id != str(new_model.model_id):
                 artifacts.delete(artifact_key(report.model_id))
     if session.validate:
-        send_validation(session, current, new_model, [r.combiner for r in usable])
+        sent, expected = send_validation(session, current, new_model, [r.combiner for r in usable])
+        with fenced(session.pk, token):
+            current.round_data = {
+                **current.round_data,
+                "validation": {"combiners": sent, "expected": expected},
+            }
+            current.save(update_fields=["round_data"])
     return 0.0
 
 
-def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> Model:
-    """Combine the combiners' models weighted by their examples and commit the new global model."""
-    parent = model_find(current.round_config.get("model_id", "")) or model_get_active()
+@dataclass(frozen=True)
+class Reduced:
+    """A combined model in the artifact store, not yet committed."""
+
+    model_id: uuid.UUID
+    key: str
+    size: int
+    sha256: str
+    round_data: dict[str, Any]
+
+
+def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
+    """Combine the combiners' models weighted by their examples into a stored artifact."""
     started = timezone.now()
     if len(reports) == 1:
         # One combiner: its model is the new global model; adopt the artifact as it is.
-        model_id = uuid.UUID(reports[0].model_id)
+        model_id = uuid.UUID(reports[0].model_id or "")
         key = artifact_key(model_id)
         size, sha256 = artifacts.digest(key)
     else:
@@ -297,15 +560,14 @@ def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> M
             inputs = []
             for report in reports:
                 local = Path(workdir) / f"{report.model_id}.npz"
-                artifacts.download(artifact_key(report.model_id), local)
+                artifacts.download(artifact_key(report.model_id or ""), local)
                 inputs.append((local, report.num_examples))
             combined = Path(workdir) / "combined.npz"
             weighted_average_files(inputs, combined)
             # Hash the local file: reading the stored copy back would move the model twice.
             size, sha256 = combined.stat().st_size, sha256_of(combined)
             artifacts.save(key, combined)
-    current.round_data = {
-        **current.round_data,
+    round_data = {
         "reduce": {
             "time_aggregate_model": (timezone.now() - started).total_seconds(),
             "nr_combiners": len(reports),
@@ -313,33 +575,31 @@ def reduce_and_commit(session: Session, current: Round, reports: list[Any]) -> M
         "num_examples": sum(r.num_examples for r in reports),
         "participants_clients": sorted({p for r in reports for p in r.report.get("participants", [])}),
     }
-    commit_started = timezone.now()
-    model = model_commit(
-        model_id=model_id, key=key, size=size, sha256=sha256, session_id=session.session_id, parent=parent
-    )
-    current.round_data["time_commit"] = (timezone.now() - commit_started).total_seconds()
-    return model
+    return Reduced(model_id, key, size, sha256, round_data)
 
 
-def send_validation(session: Session, current: Round, model: Model, combiner_names: Iterable[str]) -> None:
+def send_validation(
+    session: Session, current: Round, model: Model, combiner_names: Iterable[str]
+) -> tuple[list[str], int]:
+    """Ask the combiners to validate the new model; returns who accepted and how many validations to expect."""
     config = {**current.round_config, "task": "validation", "model_id": str(model.model_id)}
-    sent = []
-    for combiner in Combiner.objects.filter(name__in=list(combiner_names)):
-        try:
-            combiner_client(combiner).start(config)
-            sent.append(combiner.name)
-        except CombinerError as exc:
+    answers = call_combiners(
+        Combiner.objects.filter(name__in=list(combiner_names)).order_by("name"),
+        lambda combiner: combiner_client(combiner).start(config),
+    )
+    sent = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerError))
+    for name, answer in sorted(answers.items()):
+        if isinstance(answer, CombinerError):
             event_log(
-                f"Validation of round {current.round_id} not sent to {combiner.name}: {exc}",
+                f"Validation of round {current.round_id} not sent to {name}: {answer}",
                 session_id=session.session_id,
                 level=LogLevel.WARNING,
             )
     expected = len(current.round_data.get("participants_clients", [])) if sent else 0
-    current.round_data = {**current.round_data, "validation": {"combiners": sent, "expected": expected}}
-    current.save(update_fields=["round_data"])
+    return sent, expected
 
 
-def step_validating(session: Session) -> float:
+def step_validating(session: Session, token: str) -> float:
     current = session.current_round
     if current is None:
         raise RuntimeError("no current round to validate")
@@ -347,17 +607,18 @@ def step_validating(session: Session) -> float:
     received = Validation.objects.filter(model_id=current.model_id).count()
     if received < expected and timezone.now() < (session.step_deadline or timezone.now()):
         return POLL_SECONDS
-    if current.status == RoundStatus.SUCCESS:
-        current.status = RoundStatus.FINISHED
-        current.save(update_fields=["status"])
-    session.step = SessionStep.NEXT_ROUND
-    session.step_deadline = timezone.now() + dt.timedelta(seconds=session.round_timeout)
-    session.save(update_fields=["step", "step_deadline"])
-    controller_state_set(ControllerStateValue.INSTRUCTING, session)
+    with fenced(session.pk, token):
+        if current.status == RoundStatus.SUCCESS:
+            current.status = RoundStatus.FINISHED
+            current.save(update_fields=["status"])
+        session.step = SessionStep.NEXT_ROUND
+        session.step_deadline = timezone.now() + dt.timedelta(seconds=session.round_timeout)
+        session.save(update_fields=["step", "step_deadline"])
+        controller_state_set(ControllerStateValue.INSTRUCTING, session)
     return 0.0
 
 
-# ---------------------------------------------------------------- endings
+# ---------------------------------------------------------------- endings (call inside a fence)
 
 
 def fail_round(session: Session, current: Round, reason: str) -> None:
@@ -395,16 +656,17 @@ def session_fail(session: Session, reason: str) -> None:
     _end(session, SessionStatus.FAILED, reason, LogLevel.ERROR)
 
 
-def session_stop_now(session: Session) -> None:
+def session_stop_now(session: Session, token: str) -> None:
     current = session.current_round
     participants: list[str] = []
-    if current is not None and current.status == RoundStatus.PENDING:
-        participants = current.round_data.get("participants", [])
-        # Close the round first, so the "stopped" reports the combiners send back are refused.
-        Round.objects.filter(pk=current.pk).update(
-            status=RoundStatus.STOPPED, status_reason="session stopped"
-        )
-    _end(session, SessionStatus.STOPPED, "Stopped on request.", LogLevel.INFO)
-    for combiner in Combiner.objects.filter(name__in=participants):
-        with contextlib.suppress(CombinerError):
-            combiner_client(combiner).stop()
+    with fenced(session.pk, token):
+        if current is not None and current.status == RoundStatus.PENDING:
+            participants = current.round_data.get("participants", [])
+            # Close the round first, so the "stopped" reports the combiners send back are refused.
+            Round.objects.filter(pk=current.pk).update(
+                status=RoundStatus.STOPPED, status_reason="session stopped"
+            )
+        _end(session, SessionStatus.STOPPED, "Stopped on request.", LogLevel.INFO)
+    call_combiners(
+        Combiner.objects.filter(name__in=participants), lambda combiner: combiner_client(combiner).stop()
+    )

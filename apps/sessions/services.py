@@ -82,6 +82,7 @@ SESSION_CONFIG_FIELDS = (
     "validate",
     "helper_type",
     "task",
+    "round_retries",
 )
 
 
@@ -132,7 +133,7 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
                 raise SessionError(f"{name} must be an object or null")
         elif key in {"round_timeout", "rounds", "clients_requested"}:
             value = _as_int(value, name, minimum=1)
-        elif key == "clients_required":
+        elif key in {"clients_required", "round_retries"}:
             value = _as_int(value, name, minimum=0)
         elif key == "buffer_size":
             value = _as_int(value, name, minimum=-1)
@@ -201,6 +202,8 @@ LEGACY_START_KEYS = {
     "helper",
     "min_clients",
     "requested_clients",
+    # fedplane's own: how often a round that lost its combiners is retried.
+    "round_retries",
 }
 
 
@@ -236,6 +239,8 @@ def legacy_session_config(body: dict[str, Any]) -> tuple[str | None, dict[str, A
         "clients_requested": body.get("requested_clients", 8),
         "task": "",
     }
+    if "round_retries" in body:
+        config["round_retries"] = body["round_retries"]
     if config["helper_type"] in (None, ""):
         active = package_get_active()
         config["helper_type"] = active.helper if active else "numpyhelper"
@@ -322,10 +327,24 @@ def round_find(identifier: str) -> Round | None:
 
 
 def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerReport:
-    """Store one combiner's report for a round; a second report from the same combiner is refused."""
+    """Store one combiner's report for the round's current attempt; a second report is refused.
+
+    The combiner echoes the Start config, whose `round_attempt` names the attempt it ran; a report
+    of an earlier attempt of a retried round is refused, so it cannot count towards the retry.
+    """
     if round.status not in (RoundStatus.PENDING,):
         raise SessionError(f"Round {round.round_id} is {round.status}; it takes no more reports.")
     combiner = report["combiner"]
+    echoed = (report.get("config") or {}).get("round_attempt")
+    try:
+        attempt = round.attempt if echoed in (None, "") else int(echoed)
+    except (TypeError, ValueError) as exc:
+        raise SessionError(f"config.round_attempt must be an integer, got {echoed!r}") from exc
+    if attempt != round.attempt:
+        raise SessionError(
+            f"Combiner {combiner} reported attempt {attempt} of round {round.round_id}, "
+            f"which is at attempt {round.attempt}."
+        )
     try:
         with transaction.atomic():
             return CombinerReport.objects.create(
@@ -335,6 +354,7 @@ def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerRepo
                 model_id=report.get("model_id") or None,
                 num_examples=report.get("num_examples") or 0,
                 report=report,
+                attempt=attempt,
             )
     except IntegrityError as exc:
         raise SessionError(f"Combiner {combiner} has already reported round {round.round_id}.") from exc

@@ -22,6 +22,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Defaults for tasks that declare none; a session's steps and its reduce declare limits that fit
+# their leases (apps/sessions/tasks.py), so these never stop a step that still holds its lease.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 120)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 180)
 # django-celery-beat's DatabaseScheduler behind a lock: of several beats, one fires (controlplane/beat.py).

@@ -70,8 +70,12 @@ class RoundSerializer(serializers.ModelSerializer):
             "session_id": instance.session.session_id if instance.session else None,
             "model_id": instance.model_id,
             "round_config": instance.round_config,
-            "combiners": [report_doc(report) for report in instance.reports.all()],
+            # The attempt that counts; earlier attempts of a retried round are in round_data["attempts"].
+            "combiners": [
+                report_doc(report) for report in instance.reports.all() if report.attempt == instance.attempt
+            ],
             "round_data": instance.round_data,
+            "retries": instance.attempt,
         }
 
 

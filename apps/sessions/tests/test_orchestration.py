@@ -171,7 +171,8 @@ def test_no_combiner_with_enough_clients_fails_the_session_after_the_deadline(fs
 
 @pytest.mark.django_db
 def test_combiners_silent_past_the_deadline_fail_the_round_and_name_each_one() -> None:
-    session = running_session(step=SessionStep.TRAINING)
+    # No retries: the round fails at its first deadline (retries: test_round_retry.py).
+    session = running_session(step=SessionStep.TRAINING, round_retries=0)
     current = with_round(session, ["north", "south"])
     CombinerReport.objects.create(
         round=current, combiner="south", status="Failed", report={"reason": "no updates arrived"}
