@@ -35,7 +35,7 @@ if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi;
 endef
 
 .PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
-	fedn-venv test-compat services-start services-stop services-status demo serve clean
+	test-chaos test-chaos-short fedn-venv test-compat services-start services-stop services-status demo serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -99,7 +99,7 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	started=$$SECONDS; $(SERVICES) start 9>&- || exit 1; \
 	echo "== services started in $$((SECONDS - started))s"; \
 	eval "$$($(SERVICES) env)"; \
-	for step in check-protos lint check fedn-venv test-full test-embedded; do \
+	for step in check-protos lint check fedn-venv test-full test-chaos-short test-embedded; do \
 		echo "== $$step"; started=$$SECONDS; \
 		if $(MAKE) --no-print-directory $$step 9>&-; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
 		echo "== $$step: $$result in $$((SECONDS - started))s"; \
@@ -107,8 +107,20 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	if [ -n "$$failed" ]; then echo "== make test FAILED:$$failed" >&2; exit 1; fi; \
 	echo "== make test: all steps passed"
 
-test-full: install ## the whole pytest suite with the current environment (see services.sh env)
-	@$(call run_pytest,$(PYTEST_ARGS))
+test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos aside
+	@$(call run_pytest,-m "not chaos" $(PYTEST_ARGS))
+
+test-chaos-short: install ## the short chaos pass (10 rounds, 4 faults) with the current environment
+	@$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_short $(PYTEST_ARGS))
+
+# Uses the services when they are up (and leaves them up); otherwise starts them and stops them after.
+test-chaos: deps install ## chaos: 20 rounds under SIGKILLs on PostgreSQL+Redis+S3 (FEDPLANE_CHAOS_SEED=n replays)
+	@$(hold_services_lock); \
+	if $(SERVICES) status >/dev/null 2>&1; then echo "== using the running services"; \
+	else trap '$(SERVICES) stop' EXIT; $(SERVICES) start 9>&-; fi; \
+	eval "$$($(SERVICES) env)"; \
+	export FEDPLANE_CHAOS_FULL=1; \
+	$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_full $(PYTEST_ARGS))
 
 test-embedded: install ## storage/API tests on the embedded defaults (SQLite, files, filesystem broker)
 	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
