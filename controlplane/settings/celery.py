@@ -33,4 +33,5 @@ CELERY_TIMEZONE = "UTC"
 # Declared here, synced into django-celery-beat's tables, editable in the admin.
 CELERY_BEAT_SCHEDULE = {
     "sessions-watchdog": {"task": "fl_sessions.sessions_watchdog", "schedule": 5.0},
+    "combiners-expire-silent": {"task": "combiners.expire_silent", "schedule": 5.0},
 }

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from apps.clients.models import Client
@@ -250,3 +251,14 @@ def test_a_combiner_token_reports_only_its_own_combiner(two: Network, settings: 
     assert state() == before
     own = make_token("combiner", sub="combiner-1")
     assert snapshot(two, "combiner-1", "a", token=own).json()["offline"] == 2
+
+
+def test_the_beat_task_retires_a_silent_combiner(two: Network) -> None:
+    from apps.combiners.tasks import expire_silent_combiners
+
+    silent_since = timezone.now() - combiner_silence() - timedelta(seconds=1)
+    Combiner.objects.filter(name="combiner-2").update(last_report_at=silent_since)
+    assert expire_silent_combiners() == 1
+    assert state()["x"] == ("offline", "combiner-2")
+    assert expire_silent_combiners() == 0
+    assert "combiners-expire-silent" in settings.CELERY_BEAT_SCHEDULE
