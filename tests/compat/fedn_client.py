@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.e2e.harness import ROOT, Federation, Process
+from tests.e2e.harness import ROOT, Federation, Process, prepare_backend
 
 FEDN_VENV = ROOT / ".fedn095"
 FEDN = FEDN_VENV / "bin" / "fedn"
@@ -30,3 +31,26 @@ def spawn_fedn_client(federation: Federation, name: str, args: Sequence[str], wo
         },
         cwd=workdir,
     )
+
+
+@contextlib.contextmanager
+def federation_with_fedn_client(
+    var_dir: Path, client_name: str, combiner: str = "combiner"
+) -> Iterator[Federation]:
+    """Controller, worker, one combiner and the digits package, with FEDn 0.9.5's client online."""
+    backend = prepare_backend(var_dir)
+    running = Federation(backend, client_env={"FEDPLANE_EPOCHS": "1"})
+    try:
+        running.start_controller()
+        running.start_worker()
+        running.start_combiner(combiner)
+        running.upload_digits()
+        workdir = running.var_dir / "client1"
+        workdir.mkdir()
+        args = ["-d", "127.0.0.1", "-p", str(running.port), "-n", client_name]
+        spawn_fedn_client(running, client_name, args, workdir)
+        running.wait_clients_online(1, timeout=120)
+        yield running
+    finally:
+        running.stop()
+        backend.close()

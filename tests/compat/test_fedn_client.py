@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.fedn_client import FEDN, spawn_fedn_client
-from tests.e2e.harness import Federation, prepare_backend
+from tests.compat.fedn_client import FEDN, federation_with_fedn_client
+from tests.e2e.harness import Federation
 
 CLIENT_NAME = "fedn-client-1"
 
@@ -30,23 +30,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    backend = prepare_backend(tmp_path_factory.mktemp("fedn_client"))
-    running = Federation(backend, client_env={"FEDPLANE_EPOCHS": "1"})
-    try:
-        running.start_controller()
-        running.start_worker()
-        running.start_combiner("combiner")
-        running.upload_digits()
-        workdir = running.var_dir / "client1"
-        workdir.mkdir()
-        spawn_fedn_client(
-            running, CLIENT_NAME, ["-d", "127.0.0.1", "-p", str(running.port), "-n", CLIENT_NAME], workdir
-        )
-        running.wait_clients_online(1, timeout=120)
+    with federation_with_fedn_client(
+        tmp_path_factory.mktemp("fedn_client"), CLIENT_NAME, "combiner"
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        backend.close()
 
 
 def test_fedn_095_client_trains_and_validates_in_a_fedplane_session(federation: Federation) -> None:
