@@ -7,6 +7,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from controlplane.api.pagination import MAX_DB_INT, parse_count
+
 
 def failure(message: str, http_status: int = status.HTTP_200_OK, **extra: Any) -> Response:
     """FEDn's logical failure: often HTTP 200 with success false."""
@@ -28,9 +30,7 @@ def int_param(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
-    if not value.isdigit():
-        raise ValidationError({name: "must be a non-negative integer"})
-    return int(value)
+    return parse_count(value, name)
 
 
 def json_body(request: Request, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
@@ -53,5 +53,5 @@ def window(items: Any, request: Request) -> Any:
     """FEDn's legacy paging: only when both limit and skip are given."""
     limit, skip = int_param(request, "limit"), int_param(request, "skip")
     if limit is not None and skip is not None:
-        return items[skip : skip + limit]
+        return items[skip : min(skip + limit, MAX_DB_INT)]
     return items

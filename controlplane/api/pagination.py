@@ -12,19 +12,36 @@ from rest_framework.response import Response
 MAX_PAGE_SIZE = 10_000
 
 
+# The databases' largest integer: a larger LIMIT or OFFSET is a database error, not an empty page.
+MAX_DB_INT = 2**63 - 1
+
+
+def _ascii_digits(value: str) -> bool:
+    # str.isdigit alone also accepts digits such as "²" that int() refuses.
+    return value.isascii() and value.isdigit()
+
+
+def parse_count(value: str, name: str) -> int:
+    """A non-negative integer written in ASCII digits and within the database's range; else 400."""
+    if not _ascii_digits(value):
+        raise ValidationError({name: "must be a non-negative integer"})
+    number = int(value)
+    if number > MAX_DB_INT:
+        raise ValidationError({name: f"must be at most {MAX_DB_INT}"})
+    return number
+
+
 def header_int(request: Request, name: str) -> int:
     """FEDn's parsing: a positive integer string counts; anything else means 0."""
     value = request.headers.get(name, "")
-    return int(value) if value.isdigit() else 0
+    return parse_count(value, name) if _ascii_digits(value) else 0
 
 
 def query_int(request: Request, name: str) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise ValidationError({name: "must be a non-negative integer"})
-    return int(value)
+    return parse_count(value, name)
 
 
 def page_window(request: Request) -> tuple[int, int]:
@@ -44,6 +61,8 @@ class HeaderLimitOffsetPagination(BasePagination):
             raise ValueError("Refusing to paginate an unordered queryset")
         limit, skip = page_window(request)
         self.count = queryset.count()
+        if skip >= self.count:
+            return []
         return list(queryset[skip : skip + limit])
 
     def get_paginated_response(self, data: list[Any]) -> Response:
