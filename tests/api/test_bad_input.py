@@ -91,6 +91,26 @@ def test_malformed_json_is_400(ready: Network, artifact_store: Any, method: str,
 
 
 @pytest.mark.parametrize(("method", "url"), JSON_ROUTES)
+def test_deeply_nested_json_is_400(ready: Network, artifact_store: Any, method: str, url: str) -> None:
+    before = snapshot(artifact_store)
+    response = getattr(ready.api, method)(url, "[" * 100_000, content_type="application/json")
+    assert "nested too deeply" in refused(response, 400)
+    assert snapshot(artifact_store) == before
+
+
+@pytest.mark.parametrize(("method", "url"), JSON_ROUTES)
+def test_a_body_over_the_size_limit_is_413(
+    ready: Network, artifact_store: Any, method: str, url: str, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    before = snapshot(artifact_store)
+    body = json.dumps({"padding": "x" * 4096})
+    response = getattr(ready.api, method)(url, body, content_type="application/json")
+    assert "larger than 1024 bytes" in refused(response, 413)
+    assert snapshot(artifact_store) == before
+
+
+@pytest.mark.parametrize(("method", "url"), JSON_ROUTES)
 def test_json_scalar_or_list_body_is_refused(
     ready: Network, artifact_store: Any, method: str, url: str
 ) -> None:
@@ -447,3 +467,38 @@ def test_junk_to_every_url_never_500_and_always_json(populated: Network) -> None
                 )
     assert not failures, "\n".join(failures[:40])
     assert len(api_paths) > 100
+
+
+HUGE = "9" * 20  # past the databases' 64-bit integers
+PAGING_INPUTS = [
+    ("/api/v1/models/", {"limit": HUGE}, {}),
+    ("/api/v1/models/", {"offset": "9223372036854775808"}, {}),
+    ("/api/v1/models/", {"skip": HUGE}, {}),
+    ("/api/v1/models/", {"limit": "²"}, {}),
+    ("/api/v1/models/", {"offset": "١٢"}, {}),
+    ("/api/v1/models/", {}, {"HTTP_X_SKIP": HUGE}),
+    ("/api/v1/models/", {}, {"HTTP_X_LIMIT": HUGE}),
+    ("/list_models", {"limit": HUGE, "skip": "0"}, {}),
+    ("/list_models", {"limit": "1", "skip": "²"}, {}),
+    ("/list_clients", {"limit": "1", "skip": HUGE}, {}),
+]
+
+
+@pytest.mark.parametrize(("url", "params", "headers"), PAGING_INPUTS)
+def test_paging_numbers_past_the_database_or_not_ascii_are_400(
+    populated: Network, url: str, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    response = populated.api.get(url, params, **headers)
+    refused(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [({"offset": "9223372036854775807"}, {}), ({}, {"HTTP_X_SKIP": "9223372036854775807"})],
+)
+def test_the_largest_skip_is_an_empty_page(
+    populated: Network, params: dict[str, str], headers: dict[str, str]
+) -> None:
+    response = populated.api.get("/api/v1/models/", params, **headers)
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == [] and response.json()["count"] > 0
