@@ -35,6 +35,14 @@ def snapshot(store: Any) -> tuple[dict[str, int], list[str]]:
     return counts, files
 
 
+def snapshot_rows() -> dict[str, int]:
+    return {
+        model._meta.label: model.objects.count()
+        for label in PROJECT_APPS
+        for model in apps.get_app_config(label).get_models()
+    }
+
+
 def refused(response: Any, *expected: int) -> str:
     """Asserts a 4xx JSON error with a message; returns the message."""
     assert 400 <= response.status_code < 500, (response.status_code, response.content)
@@ -108,6 +116,23 @@ def test_a_body_over_the_size_limit_is_413(
     response = getattr(ready.api, method)(url, body, content_type="application/json")
     assert "larger than 1024 bytes" in refused(response, 413)
     assert snapshot(artifact_store) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/start_session", '{"session_id": "\\ud800", "rounds": 1}'),
+        ("/api/v1/sessions/", '{"session_id": "s\\u0000x"}'),
+        ("/api/v1/clients/list", '{"name": "\\udfff"}'),
+        ("/api/v1/sessions/count", '{"session_id": "\\ud800"}'),
+        ("/api/v1/statuses/", '{"sender": {"name": "\\ud800", "role": "WORKER"}, "status": "x"}'),
+    ],
+)
+def test_strings_no_database_can_store_are_400(ready: Network, url: str, body: str) -> None:
+    counts = snapshot_rows()
+    response = ready.api.post(url, body, content_type="application/json")
+    assert "unpaired surrogates" in refused(response, 400)
+    assert snapshot_rows() == counts
 
 
 @pytest.mark.parametrize(("method", "url"), JSON_ROUTES)
