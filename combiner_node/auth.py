@@ -95,14 +95,12 @@ class RevocationList:
     def __init__(self, revoked: Iterable[str] = ()) -> None:
         self._revoked = frozenset(revoked)
         self._lock = threading.Lock()
-        self.updated_at: float | None = None
 
     def replace(self, revoked: Iterable[str]) -> None:
         revoked = frozenset(revoked)
         with self._lock:
             added = revoked - self._revoked
             self._revoked = revoked
-            self.updated_at = time.monotonic()
         if added:
             logger.info("revoked tokens updated added=%d total=%d", len(added), len(revoked))
 
@@ -164,10 +162,8 @@ class IdentityGuard:
         claim_key, claim_value = settings.custom_claim_key, settings.custom_claim_value
         if claim_key and claim_value is not None and claims.get(claim_key) != claim_value:
             raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
-        role = claims.get("role")
-        subject = claims.get("sub")
-        subject = subject if isinstance(subject, str) and subject else None
-        caller = Caller(role=role, subject=subject, jti=jti, expires_at=float(claims["exp"]))
+        caller = _caller_from(claims)
+        role, subject = caller.role, caller.subject
         if method in CLIENT_METHODS:
             if role != "client":
                 raise AuthDenied(grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
@@ -204,14 +200,7 @@ class IdentityGuard:
             claims = _decode(settings, header)
         except AuthDenied as denied:
             _abort(context, denied)
-        subject = claims.get("sub")
-        return Caller(
-            role=claims.get("role"),
-            subject=subject if isinstance(subject, str) and subject else None,
-            jti=str(claims["jti"]),
-            expires_at=float(claims["exp"]),
-            common_name=common_name,
-        )
+        return _caller_from(claims, common_name)
 
     def require_sender(self, context: grpc.ServicerContext, sender: str) -> Caller:
         """Aborts with PERMISSION_DENIED unless the caller's token and certificate name `sender`."""
@@ -241,6 +230,18 @@ class IdentityGuard:
         if caller.expires_at is not None and caller.expires_at <= self._clock():
             return AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token expired")
         return None
+
+
+def _caller_from(claims: dict[str, Any], common_name: str | None = None) -> Caller:
+    """The Caller a decoded token (with its `exp` and `jti` required) describes."""
+    subject = claims.get("sub")
+    return Caller(
+        role=claims.get("role"),
+        subject=subject if isinstance(subject, str) and subject else None,
+        jti=str(claims["jti"]),
+        expires_at=float(claims["exp"]),
+        common_name=common_name,
+    )
 
 
 def _abort(context: grpc.ServicerContext, denied: AuthDenied) -> NoReturn:

@@ -122,8 +122,8 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
     def SendModelUpdate(
         self, request: fedn_pb2.ModelUpdate, context: grpc.ServicerContext
     ) -> fedn_pb2.Response:
-        _sender(self.guard, request.sender, context)
-        uploader = self.guard.caller(context).name or ""
+        caller = self.guard.require_sender(context, _client_name(request.sender, context))
+        uploader = caller.name or ""
         try:
             text = self.rounds.on_model_update(request, uploader)
         except UpdateRejected as rejected:
