@@ -179,17 +179,18 @@ def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | Non
     """Run one step of a session. Returns seconds until the next step, or None when there is none.
 
     With `reduce_here` False (the short step task), a session waiting for its reduce is left to the
-    reduce task: the answer is 0.0 and nothing is claimed.
+    reduce task: the answer is 0.0 and nothing is done. The step is read under the claim, so a
+    session that moved to its reduce just before is never reduced under the short task's limits.
     """
-    reducing = session_step(session_pk) == SessionStep.REDUCING
-    if reducing and not reduce_here:
-        return 0.0
-    token = claim(session_pk, REDUCE_LEASE if reducing else LEASE)
+    token = claim(session_pk)
     if token is None:
         return None
     delay: float | None = None
     try:
         session = Session.objects.get(pk=session_pk)
+        if session.step == SessionStep.REDUCING and not reduce_here:
+            delay = 0.0
+            return delay
         delay = run_step(session, token)
     except LeaseLost:
         logger.warning("Session %s: the step lost its lease; its writes were rolled back", session_pk)
@@ -392,7 +393,8 @@ def step_training(session: Session, token: str) -> float | None:
     if waiting and before_deadline:
         newly_lost = probe_lost(Combiner.objects.filter(name__in=waiting))
         # A report may have landed while the probe ran; it counts, the combiner is not lost.
-        reported = {r.combiner for r in attempt_reports(current)}
+        reports = attempt_reports(current)
+        reported = {r.combiner for r in reports}
         newly_lost = [name for name in newly_lost if name not in reported]
         lost |= set(newly_lost)
         waiting = expected - reported - lost
@@ -408,8 +410,6 @@ def step_training(session: Session, token: str) -> float | None:
                     level=LogLevel.WARNING,
                 )
         return POLL_SECONDS
-    reports = attempt_reports(current)
-    reported = {r.combiner for r in reports}
     missing = sorted(expected - reported)
     usable = usable_reports(reports)
     updates = sum(len(r.report.get("participants", [])) for r in usable)
