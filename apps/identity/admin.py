@@ -9,7 +9,7 @@ from django.utils.safestring import SafeString
 
 from apps.identity.choices import TokenRole
 from apps.identity.models import IssuedToken
-from apps.identity.services import IdentityError, token_issue, token_revoke
+from apps.identity.services import SUBJECT_MAX_LENGTH, IdentityError, token_issue, token_revoke
 from controlplane.admin_views import badge, changelist_url
 from controlplane.tokens import DEFAULT_DAYS
 
@@ -35,7 +35,7 @@ class TokenMintForm(forms.ModelForm):
     token_subject = forms.CharField(
         label="Subject",
         required=False,
-        max_length=128,
+        max_length=SUBJECT_MAX_LENGTH,
         help_text="The client's or combiner's name (required for those roles); admin tokens default to 'admin'.",
     )
     days = forms.FloatField(
