@@ -354,7 +354,8 @@ def dashboard_context() -> dict[str, Any]:
     from apps.models.services import model_get_active
     from apps.packages.services import package_get_active
     from apps.sessions.models import Session
-    from apps.sessions.services import ACTIVE_SESSION_STATUSES, controller_state
+    from apps.sessions.choices import ACTIVE_SESSION_STATUSES
+    from apps.sessions.services import controller_state
 
     state = controller_state()
     running = Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).order_by("-committed_at").first()

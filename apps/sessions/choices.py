@@ -11,6 +11,12 @@ class SessionStatus(models.TextChoices):
     FAILED = "Failed", "Failed"
 
 
+# A session in one of these holds the federation: no other may start, its package and seed stay put.
+ACTIVE_SESSION_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
+# A session in one of these is over for good.
+FINAL_SESSION_STATUSES = (SessionStatus.FINISHED, SessionStatus.STOPPED, SessionStatus.FAILED)
+
+
 class RoundStatus(models.TextChoices):
     PENDING = "Pending", "Pending"
     SUCCESS = "Success", "Success"

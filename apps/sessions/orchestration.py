@@ -50,7 +50,14 @@ from apps.combiners.grpc_client import CombinerClient, CombinerError, CombinerUn
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_find, model_get_active
-from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus, SessionStep
+from apps.sessions.choices import (
+    ACTIVE_SESSION_STATUSES,
+    ControllerStateValue,
+    LogLevel,
+    RoundStatus,
+    SessionStatus,
+    SessionStep,
+)
 from apps.sessions.models import CombinerReport, Round, Session, Validation
 from apps.sessions.services import (
     controller_state_set,
@@ -66,7 +73,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RUNNING_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
 # A step finishes well within this; a dead worker's claim lapses after it.
 LEASE = dt.timedelta(seconds=30)
 # Reducing large models may take longer than a normal step; the reduce task's limits fit inside it.
@@ -139,7 +145,7 @@ def claim(session_pk: int, lease: dt.timedelta = LEASE) -> str | None:
     token = uuid.uuid4().hex
     now = timezone.now()
     claimed = (
-        Session.objects.filter(pk=session_pk, status__in=RUNNING_STATUSES)
+        Session.objects.filter(pk=session_pk, status__in=ACTIVE_SESSION_STATUSES)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_token=token, lease_until=now + lease)
     )
@@ -213,7 +219,7 @@ def sessions_needing_a_step(grace: dt.timedelta = dt.timedelta(seconds=5)) -> li
     """Running sessions whose next step is overdue and unclaimed (its task was lost)."""
     now = timezone.now()
     return list(
-        Session.objects.filter(status__in=RUNNING_STATUSES)
+        Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .filter(Q(next_run_at__isnull=True) | Q(next_run_at__lt=now - grace))
         .values_list("pk", flat=True)

@@ -18,6 +18,8 @@ from apps.clients.services import clients_count_online
 from apps.models.services import model_find, model_get_active
 from apps.packages.services import package_get_active
 from apps.sessions.choices import (
+    ACTIVE_SESSION_STATUSES,
+    FINAL_SESSION_STATUSES,
     ControllerStateValue,
     LogLevel,
     Role,
@@ -34,10 +36,6 @@ from apps.sessions.models import (
     Status,
     Validation,
 )
-
-# Statuses in which a session holds the controller.
-ACTIVE_SESSION_STATUSES = (SessionStatus.INITIALIZED, SessionStatus.STARTED, SessionStatus.STOPPING)
-FINAL_SESSION_STATUSES = (SessionStatus.FINISHED, SessionStatus.STOPPED, SessionStatus.FAILED)
 
 # Called with a session's pk after a start is committed; the orchestration installs itself here.
 start_hooks: list[Callable[[int], None]] = []

@@ -25,7 +25,7 @@ from apps.models.models import Model
 from apps.models.services import model_create_seed
 from apps.packages.services import package_create
 from apps.sessions import orchestration, tasks
-from apps.sessions.choices import ControllerStateValue, RoundStatus, SessionStatus, SessionStep
+from apps.sessions.choices import ACTIVE_SESSION_STATUSES, ControllerStateValue, RoundStatus, SessionStatus, SessionStep
 from apps.sessions.models import CombinerReport, Round, Session
 from apps.sessions.services import (
     PreconditionFailed,
@@ -343,7 +343,7 @@ def test_a_round_on_a_real_combiner_commits_the_combined_model(
 
     done = drive(
         session,
-        lambda s: s.status not in orchestration.RUNNING_STATUSES,
+        lambda s: s.status not in ACTIVE_SESSION_STATUSES,
         answer_training(client, 3.0, 40, tmp_path),
     )
     assert done.status == SessionStatus.FINISHED, done.status_reason
@@ -371,7 +371,7 @@ def test_a_stop_mid_round_on_a_real_combiner_stops_the_session(
     assert controller_state().state == ControllerStateValue.MONITORING
     session_stop(session=training)
 
-    stopped = drive(session, lambda s: s.status not in orchestration.RUNNING_STATUSES, lambda: None)
+    stopped = drive(session, lambda s: s.status not in ACTIVE_SESSION_STATUSES, lambda: None)
     assert stopped.status == SessionStatus.STOPPED
     assert Round.objects.get(session=stopped).status == RoundStatus.STOPPED
     assert controller_state().state == ControllerStateValue.IDLE
