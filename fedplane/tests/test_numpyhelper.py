@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedplane import numpyhelper
+from fedplane import npzreader, numpyhelper
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -205,7 +205,7 @@ def test_blocks_are_read_without_mmap_when_mapping_is_unavailable(tmp_path: Path
     def refuse(*args, **kwargs):
         raise OSError("mmap not supported here")
 
-    monkeypatch.setattr(numpyhelper.mmap, "mmap", refuse)
+    monkeypatch.setattr(npzreader.mmap, "mmap", refuse)
     with numpyhelper.open_layers(tmp_path / "m.npz") as reader:
         blocks = [block.copy() for _, block in reader.iter_blocks(0, 300)]
     np.testing.assert_array_equal(np.concatenate(blocks), layer)
