@@ -31,14 +31,9 @@ from fedplane.client.controller import (
 from fedplane.client.logs import log_event
 from fedplane.client.tasks import TaskRunner, send_status, worker
 from fedplane.numpyhelper import sha256_of
-from fedplane.packages import (
-    Dispatcher,
-    EntryPointFailed,
-    PackageError,
-    find_package_root,
-    read_fedn_yaml,
-    safe_extract,
-)
+from fedplane.packages.archive import PackageError, safe_extract
+from fedplane.packages.dispatcher import Dispatcher, EntryPointFailed
+from fedplane.packages.manifest import find_package_root, read_fedn_yaml
 from fedplane.proto import fedn_pb2
 
 logger = logging.getLogger(__name__)

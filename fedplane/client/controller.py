@@ -15,7 +15,7 @@ import requests
 
 from fedplane.client.config import ClientConfig
 from fedplane.client.logs import log_event
-from fedplane.packages import DEFAULT_MAX_BYTES, archive_kind
+from fedplane.packages.archive import DEFAULT_MAX_BYTES, archive_kind
 
 logger = logging.getLogger(__name__)
 

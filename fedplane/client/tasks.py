@@ -26,7 +26,7 @@ from fedplane.client.config import ClientConfig
 from fedplane.client.connection import CombinerLink
 from fedplane.client.logs import log_event
 from fedplane.client.transfer import TransferFailed, download_model, upload_model
-from fedplane.packages import Dispatcher, EntryPointFailed
+from fedplane.packages.dispatcher import Dispatcher, EntryPointFailed
 from fedplane.proto import fedn_pb2
 
 logger = logging.getLogger(__name__)
