@@ -59,7 +59,7 @@ from apps.sessions.choices import (
     SessionStep,
 )
 from apps.sessions.models import CombinerReport, Round, Session, Validation
-from apps.sessions.services import (
+from apps.sessions.records import (
     controller_state_set,
     event_log,
     round_create,

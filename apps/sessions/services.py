@@ -1,18 +1,15 @@
-"""Sessions, rounds, events and validations: creation, start/stop requests, combiner reports.
+"""A session's life cycle: its config, creation, start and stop requests, and scheduled starts.
 
-Running a session round by round is the job of the orchestration module; this module records
-requests and reports, and checks FEDn's preconditions.
+Running a session round by round is the job of the orchestration module; what combiners and clients
+report about it is taken in by the ingestion module. This module checks FEDn's preconditions.
 """
 
-import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from apps.clients.services import clients_count_online
 from apps.models.services import model_find, model_get_active
@@ -20,22 +17,11 @@ from apps.packages.services import package_get_active
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     FINAL_SESSION_STATUSES,
-    ControllerStateValue,
     LogLevel,
-    Role,
-    RoundStatus,
     SessionStatus,
-    StatusType,
 )
-from apps.sessions.models import (
-    CombinerReport,
-    ControllerState,
-    Round,
-    ScheduledStart,
-    Session,
-    Status,
-    Validation,
-)
+from apps.sessions.models import Round, ScheduledStart, Session
+from apps.sessions.records import SESSION_CONFIG_FIELDS, event_log
 
 # Called with a session's pk after a start is committed; the orchestration installs itself here.
 start_hooks: list[Callable[[int], None]] = []
@@ -49,39 +35,7 @@ class PreconditionFailed(SessionError):
     """FEDn answers these with 200 and success: false."""
 
 
-# ---------------------------------------------------------------- controller state
-
-
-def controller_state() -> ControllerState:
-    state, _ = ControllerState.objects.get_or_create(singleton=True)
-    return state
-
-
-def controller_state_set(value: ControllerStateValue, session: Session | None = None) -> None:
-    # One UPDATE, not update_or_create's read-then-write transaction: on SQLite that upgrade fails
-    # at once with "database is locked" while another process writes, whatever the busy timeout.
-    changes = {"state": value, "session": session, "updated_at": timezone.now()}
-    if not ControllerState.objects.filter(singleton=True).update(**changes):
-        ControllerState.objects.get_or_create(singleton=True, defaults={"state": value, "session": session})
-
-
 # ---------------------------------------------------------------- session config
-
-SESSION_CONFIG_FIELDS = (
-    "aggregator",
-    "aggregator_kwargs",
-    "round_timeout",
-    "buffer_size",
-    "model_id",
-    "rounds",
-    "delete_models_storage",
-    "clients_required",
-    "clients_requested",
-    "validate",
-    "helper_type",
-    "task",
-    "round_retries",
-)
 
 
 def _as_bool(value: Any, name: str) -> bool:
@@ -149,14 +103,6 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
         cleaned[key] = value
     cleaned["extra_config"] = extra
     return cleaned
-
-
-def session_config(session: Session) -> dict[str, Any]:
-    """The session_config dict as FEDn shows it (one shape for every session)."""
-    config = {field: getattr(session, field) for field in SESSION_CONFIG_FIELDS}
-    config.update(session.extra_config or {})
-    config["session_id"] = session.session_id
-    return config
 
 
 def session_find(identifier: str) -> Session | None:
@@ -297,26 +243,6 @@ def session_stop(*, session: Session) -> Session:
     return session
 
 
-# ---------------------------------------------------------------- rounds
-
-
-def round_create(*, session: Session, round_config: dict[str, Any]) -> Round:
-    """A new round with the next global number (FEDn numbers rounds across sessions)."""
-    for _ in range(5):
-        number = (Round.objects.aggregate(top=Max("number"))["top"] or 0) + 1
-        try:
-            with transaction.atomic():
-                return Round.objects.create(
-                    number=number,
-                    round_id=str(number),
-                    session=session,
-                    round_config={**round_config, "round_id": str(number)},
-                )
-        except IntegrityError:
-            continue
-    raise SessionError("Could not allocate a round number; retry.")
-
-
 def round_find(identifier: str) -> Round | None:
     found = Round.objects.filter(round_id=identifier).first()
     if found is None and identifier.isdigit():
@@ -324,171 +250,7 @@ def round_find(identifier: str) -> Round | None:
     return found
 
 
-def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerReport:
-    """Store one combiner's report for the round's current attempt; a second report is refused.
-
-    The combiner echoes the Start config, whose `round_attempt` names the attempt it ran; a report
-    of an earlier attempt of a retried round is refused, so it cannot count towards the retry.
-    """
-    if round.status not in (RoundStatus.PENDING,):
-        raise SessionError(f"Round {round.round_id} is {round.status}; it takes no more reports.")
-    combiner = report["combiner"]
-    echoed = (report.get("config") or {}).get("round_attempt")
-    try:
-        attempt = round.attempt if echoed in (None, "") else int(echoed)
-    except (TypeError, ValueError) as exc:
-        raise SessionError(f"config.round_attempt must be an integer, got {echoed!r}") from exc
-    if attempt != round.attempt:
-        raise SessionError(
-            f"Combiner {combiner} reported attempt {attempt} of round {round.round_id}, "
-            f"which is at attempt {round.attempt}."
-        )
-    try:
-        with transaction.atomic():
-            return CombinerReport.objects.create(
-                round=round,
-                combiner=combiner,
-                status=report.get("status", "Success"),
-                model_id=report.get("model_id") or None,
-                num_examples=report.get("num_examples") or 0,
-                report=report,
-                attempt=attempt,
-            )
-    except IntegrityError as exc:
-        raise SessionError(f"Combiner {combiner} has already reported round {round.round_id}.") from exc
-
-
-# ---------------------------------------------------------------- events and validations
-
-
-def _enum_name(value: Any, choices: type, default: str, name: str) -> str:
-    if value is None or value == "":
-        return default
-    if isinstance(value, int) and not isinstance(value, bool):
-        names = list(choices.values)
-        if 0 <= value < len(names):
-            return names[value]
-    if isinstance(value, str) and value in choices.values:
-        return value
-    raise SessionError(f"{name}: unknown value {value!r}")
-
-
-def _timestamp(value: Any) -> dt.datetime:
-    if value in (None, ""):
-        return timezone.now()
-    moment = parse_datetime(str(value)) if isinstance(value, str) else None
-    if moment is None:
-        raise SessionError(f"timestamp: '{value}' is not an RFC 3339 timestamp")
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, dt.UTC)
-
-
-# The keys of FEDn's MessageToDict(Status) and MessageToDict(ModelValidation), and snake_case twins.
-STATUS_KEYS = frozenset(
-    {"sender", "status", "logLevel", "log_level", "data", "correlationId", "correlation_id", "timestamp"}
-    | {"type", "extra", "sessionId", "session_id"}
-)
-VALIDATION_KEYS = frozenset(
-    {"sender", "receiver", "modelId", "model_id", "data", "correlationId", "correlation_id", "timestamp"}
-    | {"meta", "sessionId", "session_id"}
-)
-
-
-def _refuse_unknown_keys(doc: dict[str, Any], known: frozenset[str] | set[str], prefix: str = "") -> None:
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise SessionError(f"unknown keys: {', '.join(prefix + key for key in unknown)}")
-
-
-def _party(doc: dict[str, Any], key: str, default_role: str) -> tuple[str, str]:
-    party = doc.get(key) or {}
-    if not isinstance(party, dict):
-        raise SessionError(f"{key} must be an object with name and role")
-    _refuse_unknown_keys(party, {"name", "role"}, prefix=f"{key}.")
-    name = party.get("name", "")
-    if not isinstance(name, str):
-        raise SessionError(f"{key}.name must be a string")
-    return name, _enum_name(party.get("role"), Role, default_role, f"{key}.role")
-
-
-def _text(doc: dict[str, Any], *keys: str) -> str:
-    for key in keys:
-        if key in doc and doc[key] is not None:
-            value = doc[key]
-            if not isinstance(value, str):
-                raise SessionError(f"{key} must be a string")
-            return value
-    return ""
-
-
-def status_from_doc(doc: dict[str, Any]) -> Status:
-    if not isinstance(doc, dict):
-        raise SessionError("each status must be an object")
-    _refuse_unknown_keys(doc, STATUS_KEYS)
-    sender_name, sender_role = _party(doc, "sender", Role.WORKER)
-    return Status(
-        sender_name=sender_name,
-        sender_role=sender_role,
-        status=_text(doc, "status"),
-        log_level=_enum_name(doc.get("logLevel", doc.get("log_level")), LogLevel, LogLevel.INFO, "logLevel"),
-        data=_text(doc, "data"),
-        correlation_id=_text(doc, "correlationId", "correlation_id"),
-        timestamp=_timestamp(doc.get("timestamp")),
-        type=_enum_name(doc.get("type"), StatusType, StatusType.LOG, "type"),
-        extra=_text(doc, "extra"),
-        session_id=_text(doc, "sessionId", "session_id"),
-    )
-
-
-def validation_from_doc(doc: dict[str, Any]) -> Validation:
-    if not isinstance(doc, dict):
-        raise SessionError("each validation must be an object")
-    _refuse_unknown_keys(doc, VALIDATION_KEYS)
-    sender_name, sender_role = _party(doc, "sender", Role.WORKER)
-    receiver_name, receiver_role = _party(doc, "receiver", Role.COMBINER)
-    return Validation(
-        sender_name=sender_name,
-        sender_role=sender_role,
-        receiver_name=receiver_name,
-        receiver_role=receiver_role,
-        model_id=_text(doc, "modelId", "model_id"),
-        data=_text(doc, "data"),
-        correlation_id=_text(doc, "correlationId", "correlation_id"),
-        timestamp=_timestamp(doc.get("timestamp")),
-        meta=_text(doc, "meta"),
-        session_id=_text(doc, "sessionId", "session_id"),
-    )
-
-
-def statuses_record(*, docs: list[dict[str, Any]]) -> int:
-    rows = [status_from_doc(doc) for doc in docs]
-    Status.objects.bulk_create(rows)
-    return len(rows)
-
-
-def validations_record(*, docs: list[dict[str, Any]]) -> int:
-    rows = [validation_from_doc(doc) for doc in docs]
-    Validation.objects.bulk_create(rows)
-    return len(rows)
-
-
-def event_log(
-    text: str,
-    *,
-    session_id: str = "",
-    level: str = LogLevel.INFO,
-    event_type: str = StatusType.LOG,
-    sender: str = "controller",
-) -> Status:
-    """A status written by the controller itself."""
-    return Status.objects.create(
-        sender_name=sender,
-        sender_role=Role.REDUCER,
-        status=text,
-        log_level=level,
-        type=event_type,
-        timestamp=timezone.now(),
-        session_id=session_id,
-    )
+# ---------------------------------------------------------------- scheduled starts
 
 
 def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> ScheduledStart:

@@ -170,7 +170,7 @@ class Network:
 
     def round(self, session_id: str) -> dict:
         from apps.sessions.models import Session
-        from apps.sessions.services import round_create
+        from apps.sessions.records import round_create
 
         session = Session.objects.get(session_id=session_id)
         created = round_create(session=session, round_config={"session_id": session_id, "task": "training"})

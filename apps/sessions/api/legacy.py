@@ -15,11 +15,10 @@ from rest_framework.response import Response
 from apps.sessions.api.serializers import report_doc, status_doc, validation_doc
 from apps.sessions.filtersets import StatusFilterSet, ValidationFilterSet
 from apps.sessions.models import Round, Session, Status, Validation
+from apps.sessions.records import controller_state, session_config
 from apps.sessions.services import (
     PreconditionFailed,
     SessionError,
-    controller_state,
-    session_config,
     session_find,
     session_start_legacy,
 )

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
-from apps.sessions.services import session_config
+from apps.sessions.records import session_config
 from controlplane.api.fields import as_http_date, as_rfc3339
 from controlplane.api.serializers import StrictIntegerField, StrictSerializer
 

@@ -19,17 +19,15 @@ from apps.sessions.api.serializers import (
     session_doc,
 )
 from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
+from apps.sessions.ingestion import round_record_report, statuses_record, validations_record
 from apps.sessions.models import Round, Session, Status, Validation
 from apps.sessions.services import (
     SessionError,
     round_find,
-    round_record_report,
     session_create,
     session_find,
     session_start,
     session_stop,
-    statuses_record,
-    validations_record,
 )
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.viewsets import FednReadViewSet

@@ -25,13 +25,17 @@ from apps.models.models import Model
 from apps.models.services import model_create_seed
 from apps.packages.services import package_create
 from apps.sessions import orchestration, tasks
-from apps.sessions.choices import ACTIVE_SESSION_STATUSES, ControllerStateValue, RoundStatus, SessionStatus, SessionStep
+from apps.sessions.choices import (
+    ACTIVE_SESSION_STATUSES,
+    ControllerStateValue,
+    RoundStatus,
+    SessionStatus,
+    SessionStep,
+)
 from apps.sessions.models import CombinerReport, Round, Session
+from apps.sessions.records import controller_state, round_create, session_config
 from apps.sessions.services import (
     PreconditionFailed,
-    controller_state,
-    round_create,
-    session_config,
     session_create,
     session_start_legacy,
     session_stop,

@@ -18,8 +18,9 @@ from apps.models.models import Model
 from apps.sessions import orchestration
 from apps.sessions.api.serializers import RoundSerializer
 from apps.sessions.choices import LogLevel, RoundStatus, SessionStatus, SessionStep
+from apps.sessions.ingestion import round_record_report
 from apps.sessions.models import Round, Session, Status
-from apps.sessions.services import SessionError, round_record_report
+from apps.sessions.services import SessionError
 from apps.sessions.tests.fake_combiners import fake_combiners, unreachable_combiner
 from apps.sessions.tests.test_orchestration import npz_bytes, past, running_session, upload_seed, with_round
 from controlplane import artifacts
