@@ -1,9 +1,17 @@
+from typing import Any
+
 from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
+from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
-from controlplane.admin_views import badge, change_url, link
+from apps.combiners.admin import CombinerAdmin
+from apps.combiners.models import Combiner
+from controlplane.admin_widgets import INFO, MUTED, OK, change_url, changelist_url, choice_badge, link
+
+CLIENT_TONES = {ClientStatus.ONLINE: OK, ClientStatus.AVAILABLE: INFO, ClientStatus.OFFLINE: MUTED}
 
 
 @admin.register(Client)
@@ -36,10 +44,40 @@ class ClientAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, client: Client) -> SafeString:
-        return badge(client.status)
+        return choice_badge(client.status, CLIENT_TONES)
 
     @admin.display(description="combiner", ordering="combiner__name")
     def combiner_link(self, client: Client) -> SafeString | str:
         if client.combiner is None:
             return "-"
         return link(change_url(client.combiner), client.combiner.name)
+
+
+# Combiners know nothing of clients (clients import combiners), so the clients app adds each
+# combiner's client load to the combiner page by registering the combiner admin extended with it.
+admin.site.unregister(Combiner)
+
+
+@admin.register(Combiner)
+class CombinerWithClientsAdmin(CombinerAdmin):
+    list_display = [*CombinerAdmin.list_display[:3], "online_clients", *CombinerAdmin.list_display[3:]]
+    readonly_fields = [*CombinerAdmin.readonly_fields, "online_clients"]
+    fieldsets = [
+        (None, {"fields": ["name", "max_clients", "online_clients"]}),
+        *CombinerAdmin.fieldsets[1:],
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Combiner]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                online_count=Count("clients", filter=Q(clients__status=ClientStatus.ONLINE)),
+                client_count=Count("clients"),
+            )
+        )
+
+    @admin.display(description="clients online / assigned", ordering="online_count")
+    def online_clients(self, combiner: Any) -> SafeString:
+        url = changelist_url(Client, combiner__id__exact=combiner.pk)
+        return link(url, f"{combiner.online_count} / {combiner.client_count}")

@@ -1,25 +1,20 @@
-from typing import Any
-
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
-from django.utils.safestring import SafeString
 
-from apps.clients.choices import ClientStatus
-from apps.clients.models import Client
 from apps.combiners.models import Combiner
-from controlplane.admin_views import changelist_url, link
 
 
 @admin.register(Combiner)
 class CombinerAdmin(admin.ModelAdmin):
-    """Combiners register themselves (/add_combiner); operators tune capacity or remove stale ones."""
+    """Combiners register themselves (/add_combiner); operators tune capacity or remove stale ones.
+
+    The clients app shows each combiner's client load on this page (apps/clients/admin.py).
+    """
 
     list_display = [
         "name",
         "endpoint",
         "secure_grpc",
-        "online_clients",
         "max_clients",
         "last_report_at",
         "updated_at",
@@ -41,23 +36,12 @@ class CombinerAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "last_report_at",
-        "online_clients",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "max_clients", "online_clients"]}),
+        (None, {"fields": ["name", "max_clients"]}),
         ("Network", {"fields": ["address", "port", "fqdn", "ip", "secure_grpc", "certificate"]}),
         ("Timestamps", {"fields": ["created_at", "updated_at", "last_report_at"]}),
     ]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Combiner]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                online_count=Count("clients", filter=Q(clients__status=ClientStatus.ONLINE)),
-                client_count=Count("clients"),
-            )
-        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -65,8 +49,3 @@ class CombinerAdmin(admin.ModelAdmin):
     @admin.display(description="endpoint", ordering="address")
     def endpoint(self, combiner: Combiner) -> str:
         return f"{combiner.address}:{combiner.port}"
-
-    @admin.display(description="clients online / assigned", ordering="online_count")
-    def online_clients(self, combiner: Any) -> SafeString:
-        url = changelist_url(Client, combiner__id__exact=combiner.pk)
-        return link(url, f"{combiner.online_count} / {combiner.client_count}")

@@ -9,8 +9,8 @@ from django.utils.safestring import SafeString
 
 from apps.identity.choices import TokenRole
 from apps.identity.models import IssuedToken
-from apps.identity.services import SUBJECT_MAX_LENGTH, IdentityError, token_issue, token_revoke
-from controlplane.admin_views import badge, changelist_url
+from apps.identity.services import SUBJECT_MAX_LENGTH, IdentityError, token_mint, token_record, token_revoke
+from controlplane.admin_widgets import BAD, MUTED, badge, changelist_url
 from controlplane.tokens import DEFAULT_DAYS
 
 
@@ -41,8 +41,6 @@ class TokenMintForm(forms.ModelForm):
     days = forms.FloatField(
         initial=DEFAULT_DAYS, help_text="Days until it expires, at most FEDPLANE_TOKEN_MAX_DAYS."
     )
-    # Set per request by IssuedTokenAdmin.get_form: the admin user who mints.
-    issued_by = ""
 
     class Meta:
         model = IssuedToken
@@ -52,16 +50,13 @@ class TokenMintForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
+        # Signing checks everything the command checks; nothing is recorded until save_model.
         try:
-            self.minted = token_issue(
-                role=cleaned["token_role"],
-                subject=cleaned.get("token_subject") or None,
-                days=cleaned["days"],
-                issued_by=self.issued_by,
+            self.minted = token_mint(
+                role=cleaned["token_role"], subject=cleaned.get("token_subject") or None, days=cleaned["days"]
             )
         except IdentityError as exc:
             raise forms.ValidationError(str(exc)) from exc
-        self.instance = IssuedToken.objects.get(jti=self.minted.jti)
         return cleaned
 
 
@@ -107,9 +102,7 @@ class IssuedTokenAdmin(admin.ModelAdmin):
     def get_form(self, request: HttpRequest, obj: IssuedToken | None = None, **kwargs: Any) -> Any:
         if obj is not None:
             return super().get_form(request, obj, **kwargs)
-        form = super().get_form(request, obj, form=TokenMintForm, **kwargs)
-        form.issued_by = request.user.get_username()
-        return form
+        return super().get_form(request, obj, form=TokenMintForm, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: IssuedToken | None = None) -> Any:
         return self.add_fieldsets if obj is None else self.fieldsets
@@ -128,7 +121,11 @@ class IssuedTokenAdmin(admin.ModelAdmin):
         return request.user.has_perm("identity.change_issuedtoken")
 
     def save_model(self, request: HttpRequest, obj: IssuedToken, form: Any, change: bool) -> None:
-        # The form's clean() minted and recorded the token through the service; keep it for the answer.
+        record = token_record(minted=form.minted, issued_by=request.user.get_username())
+        # The admin logs and answers with the instance it holds: make it the recorded row.
+        obj.pk = record.pk
+        obj.refresh_from_db()
+        # The token itself is shown once, in response_add.
         request.fedplane_minted = form.minted  # type: ignore[attr-defined]
 
     def response_add(
@@ -153,8 +150,8 @@ class IssuedTokenAdmin(admin.ModelAdmin):
     @admin.display(description="revoked", ordering="revoked_at")
     def revoked(self, token: IssuedToken) -> SafeString | str:
         if token.revoked_at is None:
-            return badge("expired", "muted") if token.is_expired else "-"
-        return badge(f"revoked {token.revoked_at:%Y-%m-%d %H:%M}", "bad")
+            return badge("expired", MUTED) if token.is_expired else "-"
+        return badge(f"revoked {token.revoked_at:%Y-%m-%d %H:%M}", BAD)
 
     @admin.action(description="Revoke selected tokens", permissions=["revoke"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[IssuedToken]) -> None:

@@ -30,6 +30,15 @@ def token_issue(
     now: dt.datetime | None = None,
 ) -> MintedToken:
     """Mint a token and record it; the token itself is returned once and never stored."""
+    minted = token_mint(role=role, subject=subject, days=days, now=now)
+    token_record(minted=minted, issued_by=issued_by)
+    return minted
+
+
+def token_mint(
+    *, role: str, subject: str | None = None, days: float = DEFAULT_DAYS, now: dt.datetime | None = None
+) -> MintedToken:
+    """Check and sign a token without recording it (a form validates with this; token_record saves)."""
     try:
         token_settings = TokenSettings.from_django()
     except TokenError as exc:
@@ -48,10 +57,14 @@ def token_issue(
             f"--days {days:g} is longer than the maximum lifetime, FEDPLANE_TOKEN_MAX_DAYS={max_days:g}"
         )
     try:
-        minted = mint(token_settings, role, days=days, subject=subject, now=now)
+        return mint(token_settings, role, days=days, subject=subject, now=now)
     except TokenError as exc:
         raise IdentityError(str(exc)) from exc
-    IssuedToken.objects.create(
+
+
+def token_record(*, minted: MintedToken, issued_by: str = "") -> IssuedToken:
+    """Keep what a minted token is (never the token itself) so it can be listed and revoked."""
+    return IssuedToken.objects.create(
         jti=minted.jti,
         role=minted.role,
         subject=minted.subject,
@@ -59,7 +72,6 @@ def token_issue(
         expires_at=minted.expires_at,
         issued_by=issued_by[:USER_MAX_LENGTH],
     )
-    return minted
 
 
 @transaction.atomic

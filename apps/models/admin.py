@@ -2,7 +2,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -11,7 +11,7 @@ from django.utils.safestring import SafeString
 
 from apps.models.models import Model
 from apps.models.services import ModelError, model_create_seed, model_set_active
-from controlplane.admin_views import SessionIdFilter, badge, change_url, download_link, link, short_id
+from controlplane.admin_widgets import OK, RecentIdFilter, badge, change_url, download_link, link, short_id
 
 
 class SeedModelUploadForm(forms.ModelForm):
@@ -33,6 +33,24 @@ class SeedModelUploadForm(forms.ModelForm):
         except ModelError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return cleaned
+
+
+class SessionIdFilter(RecentIdFilter):
+    """Filter by the session that produced the model; the sessions of the latest models listed."""
+
+    title = "session"
+    parameter_name = "session_id"
+    field_path = "session_id"
+
+    def recent_ids(self) -> list[str]:
+        latest = (
+            Model.objects.exclude(session_id__isnull=True)
+            .exclude(session_id="")
+            .values("session_id")
+            .annotate(latest=Max("committed_at"))
+            .order_by("-latest")
+        )
+        return [row["session_id"] for row in latest[: self.recent]]
 
 
 def session_link(session_id: str | None) -> SafeString | str:
@@ -99,7 +117,7 @@ class MLModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="active", ordering="active")
     def active_badge(self, model: Model) -> SafeString | str:
-        return badge("active", "ok") if model.active else ""
+        return badge("active", OK) if model.active else ""
 
     @admin.display(description="session", ordering="session_id")
     def session(self, model: Model) -> SafeString | str:

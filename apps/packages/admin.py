@@ -11,7 +11,7 @@ from django.utils.safestring import SafeString
 
 from apps.packages.models import ComputePackage
 from apps.packages.services import PackageError, package_activate, package_change_refused, package_create
-from controlplane.admin_views import badge, download_link
+from controlplane.admin_widgets import OK, badge, download_link
 
 HELPER_CHOICES = [
     ("numpyhelper", "numpyhelper"),
@@ -122,7 +122,7 @@ class ComputePackageAdmin(admin.ModelAdmin):
 
     @admin.display(description="active", ordering="active")
     def active_badge(self, package: ComputePackage) -> SafeString | str:
-        return badge("active", "ok") if package.active else ""
+        return badge("active", OK) if package.active else ""
 
     @admin.display(description="size", ordering="size")
     def human_size(self, package: ComputePackage) -> str:

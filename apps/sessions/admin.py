@@ -1,4 +1,3 @@
-import json
 from typing import Any
 
 from django import forms
@@ -10,6 +9,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from apps.sessions import services
+from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus
+from apps.sessions.metrics import numeric_metrics, session_metrics
 from apps.sessions.models import (
     CombinerReport,
     ControllerState,
@@ -19,25 +21,55 @@ from apps.sessions.models import (
     Status,
     Validation,
 )
-from apps.sessions.services import SessionError, session_create, session_start, session_stop
-from controlplane.admin_views import (
-    RoundSessionFilter,
-    SessionIdFilter,
+from controlplane.admin_charts import metric_charts
+from controlplane.admin_widgets import (
+    BAD,
+    INFO,
+    MUTED,
+    OK,
+    WARN,
+    RecentIdFilter,
     badge,
     change_url,
     changelist_url,
-    install_dashboard,
+    choice_badge,
     join_links,
     link,
-    metric_charts,
-    numeric_metrics,
+    pretty_json,
     progress_bar,
-    session_metrics,
     short_id,
 )
 from fedplane.aggregators import AGGREGATOR_NAMES
 
-install_dashboard(admin.site)
+SESSION_TONES = {
+    SessionStatus.CREATED: MUTED,
+    SessionStatus.INITIALIZED: INFO,
+    SessionStatus.STARTED: INFO,
+    SessionStatus.STOPPING: WARN,
+    SessionStatus.FINISHED: OK,
+    SessionStatus.STOPPED: MUTED,
+    SessionStatus.FAILED: BAD,
+}
+ROUND_TONES = {
+    RoundStatus.PENDING: INFO,
+    RoundStatus.SUCCESS: OK,
+    RoundStatus.FINISHED: OK,
+    RoundStatus.STOPPED: MUTED,
+    RoundStatus.FAILED: BAD,
+}
+LOG_LEVEL_TONES = {
+    LogLevel.INFO: INFO,
+    LogLevel.DEBUG: MUTED,
+    LogLevel.WARNING: WARN,
+    LogLevel.ERROR: BAD,
+    LogLevel.AUDIT: MUTED,
+}
+CONTROLLER_TONES = {
+    ControllerStateValue.IDLE: MUTED,
+    ControllerStateValue.SETUP: INFO,
+    ControllerStateValue.INSTRUCTING: INFO,
+    ControllerStateValue.MONITORING: OK,
+}
 
 # Metric columns shown in a session's rounds table; the chart shows every accuracy and loss metric.
 MAX_METRIC_COLUMNS = 4
@@ -61,8 +93,20 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def pretty_json(value: Any) -> SafeString:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, sort_keys=True, default=str))
+class SessionIdFilter(RecentIdFilter):
+    """Filter by session id (a plain id on statuses and validations); recent sessions listed."""
+
+    title = "session"
+    parameter_name = "session_id"
+    field_path = "session_id"
+
+    def recent_ids(self) -> list[str]:
+        recent = Session.objects.order_by("-committed_at", "-id").values_list("session_id", flat=True)
+        return list(recent[: self.recent])
+
+
+class RoundSessionFilter(SessionIdFilter):
+    field_path = "session__session_id"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -109,13 +153,23 @@ class SessionCreateForm(forms.ModelForm):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        config = {name: cleaned.get(name) for name in self.Meta.fields}
-        config["model_id"] = config["model_id"] or None
+        # The service's own checks, without creating anything: save_model creates.
+        session_id = self.chosen_session_id()
+        if session_id is not None and Session.objects.filter(session_id=session_id).exists():
+            raise forms.ValidationError(f"Session {session_id} already exists.")
         try:
-            self.instance = session_create(session_id=cleaned.get("new_session_id") or None, config=config)
-        except SessionError as exc:
+            services.clean_session_config(self.session_config())
+        except services.SessionError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return cleaned
+
+    def chosen_session_id(self) -> str | None:
+        return self.cleaned_data.get("new_session_id") or None
+
+    def session_config(self) -> dict[str, Any]:
+        config = {name: self.cleaned_data.get(name) for name in self.Meta.fields}
+        config["model_id"] = config["model_id"] or None
+        return config
 
 
 @admin.register(Session)
@@ -193,8 +247,12 @@ class SessionAdmin(admin.ModelAdmin):
         return [name for _, options in self.fieldsets for name in options["fields"]]
 
     def save_model(self, request: HttpRequest, obj: Session, form: Any, change: bool) -> None:
-        # Nothing is editable after creation; on add, the form's clean() created it through the service.
-        return None
+        if change:
+            return  # nothing is editable after creation
+        created = services.session_create(session_id=form.chosen_session_id(), config=form.session_config())
+        # The admin logs and redirects to the instance it holds: make it the created row.
+        obj.pk = created.pk
+        obj.refresh_from_db()
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
@@ -220,11 +278,11 @@ class SessionAdmin(admin.ModelAdmin):
         rows = []
         for item in rounds:
             values = by_round.get(item.number, {})
-            took = item.updated_at - item.created_at if item.status != "Pending" else None
+            took = item.updated_at - item.created_at if item.status != RoundStatus.PENDING else None
             rows.append(
                 {
                     "link": link(change_url(item), item.round_id),
-                    "badge": badge(item.status),
+                    "badge": choice_badge(item.status, ROUND_TONES),
                     "model": model_link(item.model_id),
                     "reports": item.report_count,
                     "examples": item.examples or 0,
@@ -245,10 +303,10 @@ class SessionAdmin(admin.ModelAdmin):
             ]
         )
         return {
-            "fp_status_badge": badge(session.status),
+            "fp_status_badge": choice_badge(session.status, SESSION_TONES),
             "fp_progress": progress_bar(session.rounds_completed, session.rounds),
             "fp_related_links": related,
-            "fp_charts": metric_charts(metrics),
+            "fp_charts": metric_charts(metrics.rounds, metrics.series),
             "fp_validation_count": metrics.validation_count,
             "fp_metric_names": metric_names,
             "fp_rounds": rows,
@@ -256,7 +314,7 @@ class SessionAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, session: Session) -> SafeString:
-        return badge(session.status)
+        return choice_badge(session.status, SESSION_TONES)
 
     @admin.display(description="rounds")
     def progress(self, session: Session) -> SafeString:
@@ -274,8 +332,8 @@ class SessionAdmin(admin.ModelAdmin):
     def start_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
         for session in queryset.order_by("committed_at", "id"):
             try:
-                session_start(session=session)
-            except SessionError as exc:
+                services.session_start(session=session)
+            except services.SessionError as exc:
                 self.message_user(request, f"{session.session_id}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"Session {session.session_id} is starting.", messages.SUCCESS)
@@ -284,8 +342,8 @@ class SessionAdmin(admin.ModelAdmin):
     def stop_sessions(self, request: HttpRequest, queryset: QuerySet[Session]) -> None:
         for session in queryset:
             try:
-                stopped = session_stop(session=session)
-            except SessionError as exc:
+                stopped = services.session_stop(session=session)
+            except services.SessionError as exc:
                 self.message_user(request, f"{session.session_id}: {exc}", messages.ERROR)
             else:
                 self.message_user(
@@ -362,7 +420,7 @@ class RoundAdmin(ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, item: Round) -> SafeString:
-        return badge(item.status)
+        return choice_badge(item.status, ROUND_TONES)
 
     @admin.display(description="model")
     def global_model(self, item: Round) -> SafeString | str:
@@ -437,7 +495,7 @@ class StatusAdmin(ReadOnlyAdmin):
 
     @admin.display(description="level", ordering="log_level")
     def level_badge(self, status: Status) -> SafeString:
-        return badge(status.log_level)
+        return choice_badge(status.log_level, LOG_LEVEL_TONES)
 
     @admin.display(description="status")
     def short_status(self, status: Status) -> str:
@@ -493,7 +551,7 @@ class ControllerStateAdmin(ReadOnlyAdmin):
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, state: ControllerState) -> SafeString:
-        return badge(state.state)
+        return choice_badge(state.state, CONTROLLER_TONES)
 
     @admin.display(description="session")
     def session_link(self, state: ControllerState) -> SafeString | str:
@@ -516,7 +574,7 @@ class ScheduledStartAdmin(ReadOnlyAdmin):
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_badge(self, firing: ScheduledStart) -> SafeString:
-        return badge(firing.outcome, "ok" if firing.outcome == "started" else "warn")
+        return badge(firing.outcome, OK if firing.outcome == "started" else WARN)
 
     @admin.display(description="session")
     def session_link(self, firing: ScheduledStart) -> SafeString | str:

@@ -7,7 +7,10 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Before the admin: the console's templates (admin/base_site.html, admin/index.html) win.
+    "apps.console",
+    # django.contrib.admin, with the console's site as the default site.
+    "apps.console.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

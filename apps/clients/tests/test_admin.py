@@ -1,4 +1,5 @@
-"""The client admin: a read-only registry with status badges and links to combiners."""
+"""The client admin: a read-only registry with status badges and links to combiners; each
+combiner's client load on the combiner page."""
 
 import pytest
 from django.test import Client as HttpClient
@@ -80,3 +81,19 @@ def test_search_and_filters(admin_client: HttpClient, clients: list[Client]) -> 
 
 def test_clients_are_not_added_by_hand(admin_client: HttpClient) -> None:
     assert admin_client.get(reverse("admin:clients_client_add")).status_code == 403
+
+
+def test_combiner_changelist_shows_online_and_assigned_clients(
+    admin_client: HttpClient, clients: list[Client]
+) -> None:
+    north = clients[0].combiner
+    assert north is not None
+    Client.objects.create(name="dave", combiner=north, status=ClientStatus.ONLINE)
+    Client.objects.create(name="erin", combiner=north, status=ClientStatus.OFFLINE)
+    response = admin_client.get(reverse("admin:combiners_combiner_changelist"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "north.local:12080" in body
+    assert f'<a href="{changelist()}?combiner__id__exact={north.pk}">2 / 3</a>' in body
+    page = admin_client.get(reverse("admin:combiners_combiner_change", args=[north.pk])).content.decode()
+    assert "clients online / assigned" in page.lower() and ">2 / 3<" in page

@@ -12,6 +12,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.sessions import metrics
 from apps.sessions.api.serializers import report_doc, status_doc, validation_doc
 from apps.sessions.filtersets import StatusFilterSet, ValidationFilterSet
 from apps.sessions.models import Round, Session, Status, Validation
@@ -131,14 +132,8 @@ def get_plot_data(request: Request) -> Response:
     """Validation metrics for a box plot: the metric names, and a Plotly figure of one of them."""
     values: dict[str, list[float]] = defaultdict(list)
     for data in Validation.objects.values_list("data", flat=True):
-        try:
-            metrics = json.loads(data)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(metrics, dict):
-            for name, value in metrics.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    values[name].append(float(value))
+        for name, value in metrics.numeric_metrics(data).items():
+            values[name].append(value)
     valid_metrics = sorted(values)
     feature = request.query_params.get("feature") or (valid_metrics[0] if valid_metrics else None)
     if feature is not None and feature not in values:

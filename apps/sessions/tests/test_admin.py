@@ -19,8 +19,9 @@ from apps.models.tests.test_admin import make_seed
 from apps.packages.models import ComputePackage
 from apps.packages.tests.test_admin import make_package, package_archive
 from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus, StatusType
+from apps.sessions.metrics import session_metrics
 from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
-from controlplane.admin_views import line_chart, session_metrics
+from controlplane.admin_charts import line_chart
 
 pytestmark = pytest.mark.django_db
 
