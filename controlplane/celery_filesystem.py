@@ -1,4 +1,4 @@
-"""kombu's filesystem transport with atomic message files.
+"""kombu's filesystem transport with atomic message files, creating its folders when it opens.
 
 The stock transport creates the message file and then writes it, so a worker polling the folder
 can pick up an empty file and fail to decode it. Writing to a hidden temporary name and renaming
@@ -17,6 +17,12 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
+    def __init__(self, connection, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(connection, **kwargs)
+        # Created here, where the broker first needs them, not when the settings are read.
+        for folder in (self.data_folder_in, self.data_folder_out, self.processed_folder, self.control_folder):
+            os.makedirs(folder, exist_ok=True)
+
     def _put(self, queue, payload, **kwargs):  # type: ignore[no-untyped-def]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         target = os.path.join(self.data_folder_out, name)

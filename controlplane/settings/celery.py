@@ -2,10 +2,9 @@ from controlplane.settings.env import VAR_DIR, env_int, env_str
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
 if not CELERY_BROKER_URL:
-    # kombu's filesystem broker: producer and worker must share one folder.
+    # kombu's filesystem broker: producer and worker must share one folder. Its channel creates
+    # the folders when it opens (controlplane/celery_filesystem.py).
     _queue = VAR_DIR / "celery"
-    for _sub in ("in", "processed", "control"):
-        (_queue / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT = "controlplane.celery_filesystem:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

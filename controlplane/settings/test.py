@@ -6,6 +6,7 @@ Tests that run a real Celery worker start it as a separate process with its own 
 import os
 
 from controlplane.settings import *  # noqa: F403
+from controlplane.settings.database import SQLITE_ENGINE
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tasks enqueued by API tests go nowhere; a shared Redis queue would leak them into e2e runs.
@@ -14,7 +15,7 @@ CELERY_BROKER_TRANSPORT = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_RESULT_BACKEND = "cache+memory://"
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == SQLITE_ENGINE:  # noqa: F405
     # A file, not Django's shared in-memory connection: live-server threads then get connections
     # of their own and lock like the real processes do.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
