@@ -149,10 +149,10 @@ services-status: ## show which services run
 	$(SERVICES) status
 
 demo: install ## set up and train examples/digits on the embedded defaults (ARGS="--serve", "--auth", ...)
-	scripts/demo.sh $(ARGS)
+	FEDPLANE_DEMO=1 scripts/demo.sh $(ARGS)
 
 serve: install ## migrate, then run the controller (http://127.0.0.1:8092), a Celery worker and a beat until Ctrl-C
-	$(PY) scripts/demo.py --serve-only $(ARGS)
+	FEDPLANE_DEMO=1 $(PY) scripts/demo.py --serve-only $(ARGS)
 
 clean: ## stop services, remove var/ and build leftovers (keeps .venv)
 	-$(SERVICES) stop

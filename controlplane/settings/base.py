@@ -2,9 +2,14 @@ from datetime import timedelta
 
 from controlplane.settings.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "fedplane-insecure-development-key-change-me")
+# The defaults suit the embedded demo only; a deployment that keeps either is refused by
+# `manage.py check --deploy` and by controlplane/wsgi.py (controlplane/checks.py).
+DEVELOPMENT_SECRET_KEY = "fedplane-insecure-development-key-change-me"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
+# Set by `make demo` and `make serve`: one machine on loopback, where those defaults are accepted.
+FEDPLANE_DEMO = env_bool("FEDPLANE_DEMO", False)
 
 INSTALLED_APPS = [
     # Before the admin: the console's templates (admin/base_site.html, admin/index.html) win.
@@ -46,7 +51,9 @@ MIDDLEWARE = [
 # FEDn's routes are served both with and without a trailing slash; no redirects.
 APPEND_SLASH = False
 ROOT_URLCONF = "controlplane.urls"
-WSGI_APPLICATION = "controlplane.wsgi.application"
+# None: runserver, a development server, serves Django's own handler. controlplane.wsgi is for
+# WSGI servers (gunicorn), and refuses to start on an insecure deployment.
+WSGI_APPLICATION = None
 
 TEMPLATES = [
     {
