@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import time
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
 import pytest
 
-from combiner_node.clients import ClientRegistry
+from combiner_node.clients import ClientRegistry, ClientTransition
 from combiner_node.modelfiles import CHUNK_BYTES
 from combiner_node.tests.conftest import control_stub, save_model, start_request, wait_for
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
@@ -79,8 +80,17 @@ def test_heartbeats_make_clients_online_and_silence_makes_them_offline(node, mak
 
 
 def test_open_task_stream_keeps_a_client_online_and_is_announced(node, make_client, controller):
-    make_client("streamer")
-    time.sleep(1.6)  # longer than the online window, without heartbeats
+    make_client("streamer")  # one heartbeat, then an open task stream and no more heartbeats
+    heartbeat_lapses = datetime.now(UTC) + timedelta(seconds=node.registry.online_window)
+
+    def renewed_after_the_heartbeat_lapsed() -> list[ClientTransition]:
+        return [
+            e for e in node.registry.snapshot() if e.name == "streamer" and e.last_seen > heartbeat_lapses
+        ]
+
+    # Alone, the heartbeat would have made the client offline by now; the stream kept it online.
+    (entry,) = wait_for(renewed_after_the_heartbeat_lapsed)
+    assert entry.status == "online"
     assert node.registry.online_names() == ["streamer"]
     statuses = wait_for(
         lambda: [s for s in controller.items("/api/v1/statuses/") if "TaskStream" in s["status"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import signal
@@ -244,11 +245,19 @@ def test_client_reconnects_when_the_combiner_restarts(
         restarted.stop()
 
 
-def test_client_waits_for_a_controller_that_is_not_up_yet(combiner: FakeCombiner, tmp_path: Path) -> None:
+def test_client_waits_for_a_controller_that_is_not_up_yet(
+    combiner: FakeCombiner, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     port = free_port()
+    caplog.set_level(logging.WARNING, logger="fedplane.client")
+
+    def refused_attempts() -> int:
+        return sum("event=assignment_retry" in record.getMessage() for record in caplog.records)
+
     client = RunningClient(_config(f"http://127.0.0.1:{port}", tmp_path / "work"))
     try:
-        time.sleep(1.0)
+        # Each refused attempt is a chance to give up: after a few the client is still waiting.
+        wait_until(lambda: refused_attempts() >= 3, 10, "three refused assignment attempts")
         assert not combiner.connected("client-1")
         assert client.thread.is_alive()
         controller = FakeController(package=TINY_PACKAGE, combiner_port=combiner.port, port=port).start()
