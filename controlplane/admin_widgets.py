@@ -1,4 +1,5 @@
-"""Display helpers the apps' ModelAdmins share: badges, links, progress bars and a recent-id filter.
+"""Display helpers the apps' ModelAdmins share: badges, links, progress bars, a recent-id filter
+and a read-only ModelAdmin.
 
 They import no app: each app's admin says which of its choices gets which tone.
 """
@@ -94,3 +95,16 @@ class RecentIdFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
         return queryset.filter(**{self.field_path: value}) if value else queryset
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the system: viewable, never added, changed or deleted from the console."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -16,4 +16,4 @@ class FedplaneAdminSite(admin.AdminSite):
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         # The index template (apps/console/templates/admin/index.html) draws the dashboard panel.
-        return super().index(request, extra_context={**dashboard_context(self), **(extra_context or {})})
+        return super().index(request, extra_context={**dashboard_context(), **(extra_context or {})})

@@ -10,7 +10,18 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from apps.sessions import services
-from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus
+from apps.sessions.admin_display import (
+    CONTROLLER_TONES,
+    LOG_LEVEL_TONES,
+    ROUND_TONES,
+    SESSION_TONES,
+    RoundSessionFilter,
+    SessionIdFilter,
+    counted,
+    model_link,
+    session_link,
+)
+from apps.sessions.choices import RoundStatus
 from apps.sessions.metrics import numeric_metrics, session_metrics
 from apps.sessions.models import (
     CombinerReport,
@@ -23,12 +34,9 @@ from apps.sessions.models import (
 )
 from controlplane.admin_charts import metric_charts
 from controlplane.admin_widgets import (
-    BAD,
-    INFO,
-    MUTED,
     OK,
     WARN,
-    RecentIdFilter,
+    ReadOnlyAdmin,
     badge,
     change_url,
     changelist_url,
@@ -37,89 +45,11 @@ from controlplane.admin_widgets import (
     link,
     pretty_json,
     progress_bar,
-    short_id,
 )
 from fedplane.aggregators import AGGREGATOR_NAMES
 
-SESSION_TONES = {
-    SessionStatus.CREATED: MUTED,
-    SessionStatus.INITIALIZED: INFO,
-    SessionStatus.STARTED: INFO,
-    SessionStatus.STOPPING: WARN,
-    SessionStatus.FINISHED: OK,
-    SessionStatus.STOPPED: MUTED,
-    SessionStatus.FAILED: BAD,
-}
-ROUND_TONES = {
-    RoundStatus.PENDING: INFO,
-    RoundStatus.SUCCESS: OK,
-    RoundStatus.FINISHED: OK,
-    RoundStatus.STOPPED: MUTED,
-    RoundStatus.FAILED: BAD,
-}
-LOG_LEVEL_TONES = {
-    LogLevel.INFO: INFO,
-    LogLevel.DEBUG: MUTED,
-    LogLevel.WARNING: WARN,
-    LogLevel.ERROR: BAD,
-    LogLevel.AUDIT: MUTED,
-}
-CONTROLLER_TONES = {
-    ControllerStateValue.IDLE: MUTED,
-    ControllerStateValue.SETUP: INFO,
-    ControllerStateValue.INSTRUCTING: INFO,
-    ControllerStateValue.MONITORING: OK,
-}
-
 # Metric columns shown in a session's rounds table; the chart shows every accuracy and loss metric.
 MAX_METRIC_COLUMNS = 4
-
-
-def model_link(model_id: str | None) -> SafeString | str:
-    """A link to a model by its uuid (the Model admin searches model_id exactly)."""
-    if not model_id:
-        return "-"
-    url = reverse("admin:mlmodels_model_changelist") + "?" + urlencode({"q": model_id})
-    return link(url, short_id(model_id))
-
-
-def session_link(session_id: str | None) -> SafeString | str:
-    if not session_id:
-        return "-"
-    return link(changelist_url(Session, session_id=session_id), session_id)
-
-
-def counted(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-class SessionIdFilter(RecentIdFilter):
-    """Filter by session id (a plain id on statuses and validations); recent sessions listed."""
-
-    title = "session"
-    parameter_name = "session_id"
-    field_path = "session_id"
-
-    def recent_ids(self) -> list[str]:
-        recent = Session.objects.order_by("-committed_at", "-id").values_list("session_id", flat=True)
-        return list(recent[: self.recent])
-
-
-class RoundSessionFilter(SessionIdFilter):
-    field_path = "session__session_id"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by the system: viewable, never added, changed or deleted from the console."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # ---------------------------------------------------------------- sessions
