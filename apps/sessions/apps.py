@@ -10,11 +10,8 @@ class FlSessionsConfig(AppConfig):
     def ready(self) -> None:
         from apps.models import services as model_services
         from apps.packages import services as package_services
-        from apps.sessions import services
         from apps.sessions.guards import running_session_refusal
 
         for guards in (package_services.change_guards, model_services.change_guards):
             if running_session_refusal not in guards:
                 guards.append(running_session_refusal)
-        if services.enqueue_session_advance not in services.start_hooks:
-            services.start_hooks.append(services.enqueue_session_advance)

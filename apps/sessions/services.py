@@ -5,7 +5,6 @@ report about it is taken in by the ingestion module. This module checks FEDn's p
 """
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -22,9 +21,7 @@ from apps.sessions.choices import (
 )
 from apps.sessions.models import Round, ScheduledStart, Session
 from apps.sessions.records import SESSION_CONFIG_FIELDS, event_log
-
-# Called with a session's pk after a start is committed; the orchestration installs itself here.
-start_hooks: list[Callable[[int], None]] = []
+from apps.sessions.steps import session_advance
 
 
 class SessionError(ValueError):
@@ -220,9 +217,8 @@ def session_start(*, session: Session, rounds: int | None = None) -> Session:
         session.status = SessionStatus.INITIALIZED
         session.start_requested_at = timezone.now()
         session.save(update_fields=["rounds", "model_id", "status", "start_requested_at"])
-        for hook in start_hooks:
-            pk = session.pk
-            transaction.on_commit(lambda hook=hook, pk=pk: hook(pk))
+        # The workers take it from here, once the start is committed and visible to them.
+        session_advance.delay_on_commit(session.pk)
     return session
 
 
@@ -266,10 +262,3 @@ def session_start_scheduled(*, schedule_name: str, config: dict[str, Any]) -> Sc
         f"Schedule {schedule_name} started session {session.session_id}.", session_id=session.session_id
     )
     return ScheduledStart.objects.create(schedule_name=schedule_name, outcome="started", session=session)
-
-
-def enqueue_session_advance(session_pk: int) -> None:
-    """Hand a started session to the Celery workers (imported late: the tasks import the orchestration)."""
-    from apps.sessions.tasks import session_advance
-
-    session_advance.delay(session_pk)

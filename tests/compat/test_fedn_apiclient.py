@@ -191,10 +191,10 @@ def test_downloads_write_the_same_bytes(network: Network, api: APIClient, tmp_pa
 def test_writes_answer_alike(
     network: Network, api: APIClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from apps.sessions import services
+    from apps.sessions import steps
 
     # Sessions started here are only recorded: no orchestration picks them up.
-    monkeypatch.setattr(services, "start_hooks", [])
+    monkeypatch.setattr(steps.session_advance, "delay", lambda *args, **kwargs: None)
     for who in ("fedn", "ours"):
         (tmp_path / f"{who}.tgz").write_bytes(package_archive(who))
         (tmp_path / f"{who}.npz").write_bytes(seed_model())

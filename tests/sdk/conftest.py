@@ -28,6 +28,6 @@ def api(network: Network, monkeypatch: pytest.MonkeyPatch) -> Iterator[APIClient
 @pytest.fixture
 def sessions_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions started here are only recorded: no orchestration picks them up."""
-    from apps.sessions import services
+    from apps.sessions import steps
 
-    monkeypatch.setattr(services, "start_hooks", [])
+    monkeypatch.setattr(steps.session_advance, "delay", lambda *args, **kwargs: None)

@@ -14,7 +14,7 @@ from django.db import connection
 
 from apps.combiners.models import Combiner
 from apps.models.models import Model
-from apps.sessions import orchestration, tasks
+from apps.sessions import orchestration, steps
 from apps.sessions.choices import RoundStatus, SessionStatus, SessionStep
 from apps.sessions.models import CombinerReport, Round, Session, Status
 from apps.sessions.tests.fake_combiners import fake_combiners
@@ -228,7 +228,7 @@ def test_a_next_round_step_with_slow_combiners_picks_the_quick_one_within_a_dead
 
 
 def test_each_session_task_is_stopped_before_its_lease_lapses() -> None:
-    step, reduce = tasks.session_advance, tasks.session_reduce
+    step, reduce = steps.session_advance, steps.session_reduce
     assert step.soft_time_limit < step.time_limit <= orchestration.LEASE.total_seconds()
     assert reduce.soft_time_limit < reduce.time_limit <= orchestration.REDUCE_LEASE.total_seconds()
     # The reduce may take longer than the global default and than a step's lease.
@@ -242,7 +242,7 @@ def test_a_session_waiting_for_its_reduce_is_handed_to_the_reduce_task(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sent: list[tuple[str, float]] = []
-    for task in (tasks.session_advance, tasks.session_reduce):
+    for task in (steps.session_advance, steps.session_reduce):
         monkeypatch.setattr(
             task, "apply_async", lambda args, countdown, name=task.name: sent.append((name, countdown))
         )
@@ -250,8 +250,8 @@ def test_a_session_waiting_for_its_reduce_is_handed_to_the_reduce_task(
     # The short step task neither claims nor reduces: it passes the session on.
     assert orchestration.session_advance(session_pk=session.pk, reduce_here=False) == 0.0
     assert Session.objects.get(pk=session.pk).lease_token == ""
-    tasks.enqueue_step(session.pk, 0.0)
+    steps.enqueue_step(session.pk, 0.0)
     Session.objects.filter(pk=session.pk).update(step=SessionStep.TRAINING)
-    tasks.enqueue_step(session.pk, 1.0)
-    tasks.enqueue_step(session.pk, None)
+    steps.enqueue_step(session.pk, 1.0)
+    steps.enqueue_step(session.pk, None)
     assert sent == [("fl_sessions.session_reduce", 0.0), ("fl_sessions.session_advance", 1.0)]

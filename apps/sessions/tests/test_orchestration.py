@@ -24,7 +24,7 @@ from apps.combiners.services import combiner_register
 from apps.models.models import Model
 from apps.models.services import model_create_seed
 from apps.packages.services import package_create
-from apps.sessions import orchestration, tasks
+from apps.sessions import orchestration, steps
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     ControllerStateValue,
@@ -244,7 +244,7 @@ def test_the_watchdog_picks_up_an_overdue_session_and_leaves_the_others(eager_ta
     Session.objects.filter(pk__in=[claimed.pk, scheduled.pk]).update(status=SessionStatus.STARTED)
 
     assert orchestration.sessions_needing_a_step() == [overdue.pk]
-    assert tasks.sessions_watchdog() == 1
+    assert steps.sessions_watchdog() == 1
     # The resumed step ran: its deadline had passed, so the session failed with its reason.
     overdue.refresh_from_db()
     assert overdue.status == SessionStatus.FAILED
@@ -280,9 +280,7 @@ def combiner(
 @pytest.fixture
 def driven_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """Started sessions are not handed to Celery: the test runs their steps itself."""
-    from apps.sessions import services
-
-    monkeypatch.setattr(services, "start_hooks", [])
+    monkeypatch.setattr(steps.session_advance, "delay", lambda *args, **kwargs: None)
 
 
 @pytest.fixture

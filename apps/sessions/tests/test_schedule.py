@@ -38,11 +38,10 @@ def scheduler(monkeypatch: pytest.MonkeyPatch) -> Iterator[DatabaseScheduler]:
 
     Started sessions are only recorded: their steps are not run here (no combiners to run them on).
     """
-    from apps.sessions import services
-
-    monkeypatch.setattr(services, "start_hooks", [])
-    from apps.sessions import tasks
+    from apps.sessions import steps, tasks
     from controlplane.celery import app
+
+    monkeypatch.setattr(steps.session_advance, "delay", lambda *args, **kwargs: None)
 
     # Beat runs a registered task through apply_async (eager here); the worker imports it the same way.
     assert tasks.start_scheduled_session.name in app.tasks
