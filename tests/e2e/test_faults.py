@@ -88,7 +88,21 @@ def test_worker_killed_mid_round_session_resumes_without_repeating_a_round(feder
     run_session(federation, session_id, rounds=rounds, round_timeout=30)
     interrupted = federation.wait_training(session_id)
     federation.kill("worker")
-    time.sleep(1.0)
+
+    def reported_combiners() -> set[str]:
+        (now,) = [
+            r for r in federation.session_rounds(session_id) if r["round_id"] == interrupted["round_id"]
+        ]
+        return {report["name"] for report in now["combiners"]}
+
+    # Down until both combiners have reported the round: the step that reduces it is then queued
+    # with no worker to take it, and the restarted worker has to pick it up.
+    federation.wait_for(
+        "both combiners to report the interrupted round",
+        lambda: reported_combiners() == {"combiner-a", "combiner-b"},
+        timeout=30 + REPORT_MARGIN,
+        watch=("controller",),
+    )
     federation.restart("worker")
 
     session = federation.wait_session_end(session_id, timeout=rounds * 30 + 2 * REPORT_MARGIN + SLACK)
