@@ -90,10 +90,10 @@ def test_worker_killed_mid_round_session_resumes_without_repeating_a_round(feder
     federation.kill("worker")
 
     def reported_combiners() -> set[str]:
-        (now,) = [
+        (current,) = [
             r for r in federation.session_rounds(session_id) if r["round_id"] == interrupted["round_id"]
         ]
-        return {report["name"] for report in now["combiners"]}
+        return {report["name"] for report in current["combiners"]}
 
     # Down until both combiners have reported the round: the step that reduces it is then queued
     # with no worker to take it, and the restarted worker has to pick it up.
