@@ -1,4 +1,4 @@
-"""Every API error is JSON with a `message`, as FEDn's clients expect."""
+"""Every API error is JSON with a `message`, as FEDn's clients expect; domain errors are mapped here."""
 
 import logging
 from typing import Any
@@ -10,12 +10,22 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from controlplane.errors import DomainError
+
 logger = logging.getLogger(__name__)
 
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "payload_too_large"
+
+
+class DomainRefusal(exceptions.APIException):
+    """A service's DomainError as DRF answers it: the error's status, its message as the body's."""
+
+    def __init__(self, error: DomainError) -> None:
+        super().__init__(detail=str(error), code=type(error).__name__)
+        self.status_code = int(error.status)
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[str]:
@@ -41,7 +51,9 @@ def error_body(detail: Any) -> dict[str, Any]:
 
 
 def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, Http404):
+    if isinstance(exc, DomainError):
+        exc = DomainRefusal(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(str(exc) or "Permission denied.")
