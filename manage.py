@@ -9,9 +9,6 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     from django.core.management import execute_from_command_line
 
-    # Registers the project's own checks (controlplane is no app whose ready() could).
-    import controlplane.checks  # noqa: F401
-
     execute_from_command_line(sys.argv)
 
 

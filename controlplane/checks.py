@@ -2,8 +2,7 @@
 
 Deploy checks: `manage.py check --deploy` runs them, and controlplane/wsgi.py before a WSGI server
 serves anything. The embedded demo (FEDPLANE_DEMO, set by `make demo` and `make serve`) runs on
-loopback with the defaults and is exempt. controlplane is the project, not an app, so its entry
-points (manage.py, controlplane/wsgi.py) import this module to register the checks.
+loopback with the defaults and is exempt. controlplane's AppConfig.ready registers them.
 """
 
 from collections.abc import Sequence
