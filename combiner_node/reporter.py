@@ -15,6 +15,8 @@ from typing import Any
 
 import requests
 
+from fedplane.roundreport import RoundReport, round_report_path
+
 logger = logging.getLogger(__name__)
 
 # Reports of these routes accept a list, so consecutive ones are sent as one request.
@@ -149,6 +151,10 @@ class ControllerReporter:
                 logger.warning("report buffer full, oldest report dropped dropped_total=%d", self.dropped)
             self._queue.append(_Report(path, body))
             self._changed.notify_all()
+
+    def post_round_report(self, round_id: str, report: RoundReport) -> None:
+        """Queue the report of a training round (fedplane.roundreport); never batched nor replaced."""
+        self.post(round_report_path(round_id), report.to_json())
 
     def pending(self) -> int:
         """Reports not yet delivered, including the batch being sent."""

@@ -29,6 +29,7 @@ from combiner_node.reporter import ControllerReporter
 from combiner_node.roundconfig import RoundConfig
 from combiner_node.store import ArtifactNotFound, ArtifactStore, StoreError, model_key
 from fedplane.proto import fedn_pb2
+from fedplane.roundreport import ReportStatus, RoundData, RoundReport, RoundReportError, Timings
 
 logger = logging.getLogger(__name__)
 
@@ -503,14 +504,14 @@ class RoundHandler:
         self._report(
             config,
             current,
-            status="Success",
+            status=ReportStatus.SUCCESS,
             reason="",
             model_id=new_model_id,
-            timings={
-                "time_combination": time.monotonic() - combine_started,
-                "time_model_load": time_model_load,
-                "time_model_aggregation": current.aggregation_seconds,
-            },
+            timings=Timings(
+                time_combination=time.monotonic() - combine_started,
+                time_model_load=time_model_load,
+                time_model_aggregation=current.aggregation_seconds,
+            ),
         )
 
     def _run_validation(self, job_id: str, config: RoundConfig) -> None:
@@ -536,33 +537,38 @@ class RoundHandler:
         logger.warning("round failed round_id=%s reason=%s", config.round_id, reason)
         if config.task != "training" or not config.round_id:
             return
-        self._report(config, current, status="Failed", reason=reason, model_id=None, timings={})
+        self._report(config, current, status=ReportStatus.FAILED, reason=reason, model_id=None, timings={})
 
     def _report(
         self,
         config: RoundConfig,
         current: ActiveRound | None,
         *,
-        status: str,
+        status: ReportStatus,
         reason: str,
         model_id: str | None,
-        timings: dict[str, float],
+        timings: Timings,
     ) -> None:
         participants = list(current.participants) if current else []
-        report = {
-            "combiner": self.combiner_name,
-            "status": status,
-            "reason": reason,
-            "model_id": model_id,
-            "num_examples": current.num_examples if current else 0,
-            "participants": participants,
-            "timings": timings,
-            "data": {
-                "nr_expected_updates": current.expected if current else 0,
-                "nr_required_updates": current.buffer_target if current else 0,
-                "timeout": config.round_timeout,
-                "nr_aggregated_models": len(participants),
-            },
-            "config": config.raw,
-        }
-        self.reporter.post(f"/api/v1/rounds/{config.round_id}/reports", report)
+        try:
+            report = RoundReport(
+                combiner=self.combiner_name,
+                status=status,
+                reason=reason,
+                model_id=model_id,
+                num_examples=current.num_examples if current else 0,
+                participants=tuple(participants),
+                timings=timings,
+                data=RoundData(
+                    nr_expected_updates=current.expected if current else 0,
+                    nr_required_updates=current.buffer_target if current else 0,
+                    timeout=config.round_timeout,
+                    nr_aggregated_models=len(participants),
+                ),
+                config=config.raw,
+            )
+        except RoundReportError:
+            # A bug here, not a round outcome: the controller would refuse it; the worker lives on.
+            logger.exception("round report breaks the contract, not sent round_id=%s", config.round_id)
+            return
+        self.reporter.post_round_report(config.round_id, report)
