@@ -10,9 +10,9 @@ from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.clients.api import legacy as client_routes
+from apps.clients.api.presence import CombinerPresenceViewSet
 from apps.clients.api.views import ClientViewSet
 from apps.combiners.api import legacy as combiner_routes
-from apps.combiners.api.views import CombinerViewSet
 from apps.identity.api.views import RevokedTokensView
 from apps.models.api import legacy as model_routes
 from apps.models.api.views import ModelViewSet
@@ -25,7 +25,7 @@ from controlplane.api.routers import OptionalSlashRouter
 # FEDn's clients call some routes with a trailing slash and some without: accept both.
 router = OptionalSlashRouter()
 router.register("clients", ClientViewSet, basename="client")
-router.register("combiners", CombinerViewSet, basename="combiner")
+router.register("combiners", CombinerPresenceViewSet, basename="combiner")
 router.register("models", ModelViewSet, basename="model")
 router.register("packages", ComputePackageViewSet, basename="package")
 router.register("rounds", RoundViewSet, basename="round")
@@ -42,7 +42,7 @@ LEGACY_ROUTES = {
     "add_combiner": combiner_routes.add_combiner,
     "list_combiners": combiner_routes.list_combiners,
     "get_combiner": combiner_routes.get_combiner,
-    "list_combiners_data": combiner_routes.list_combiners_data,
+    "list_combiners_data": client_routes.list_combiners_data,
     "set_package": package_routes.set_package,
     "get_package": package_routes.get_package,
     "list_compute_packages": package_routes.list_compute_packages,

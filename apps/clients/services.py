@@ -90,7 +90,7 @@ def client_find(identifier: str) -> Client | None:
 
 
 def clients_online() -> QuerySet[Client]:
-    """Clients online in the database whose combiner is not silent (see combiners_expire_silent).
+    """Clients online in the database whose combiner is not silent (see presence.combiners_expire_silent).
 
     The filter keeps the start check right between a combiner's death and the write that takes its
     clients offline.

@@ -1,21 +1,14 @@
-"""Combiner registry: registration and the client presence combiners report.
+"""Combiner registry: registration, the answer a registered combiner gets, and its silence deadline.
 
-Presence is a fact each combiner restates, not an event log: a snapshot (`complete`) names every
-client the combiner has online, and the database is made to agree with it (docs/combiner-controller.md).
+What combiners report about their clients is applied by the clients app (apps/clients/presence.py).
 """
 
 import base64
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from apps.clients.choices import ClientStatus
-from apps.clients.models import Client
 from apps.combiners.models import Combiner
 
 COMBINER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -92,145 +85,6 @@ def combiner_find(identifier: str) -> Combiner | None:
 def combiner_silence() -> timedelta:
     """A combiner that sends snapshots (every 3 s) and has sent none for this long is gone."""
     return timedelta(seconds=settings.FEDPLANE_COMBINER_SILENCE_SECONDS)
-
-
-@dataclass(frozen=True)
-class PresenceEntry:
-    name: str
-    status: str  # ClientStatus.ONLINE | ClientStatus.OFFLINE
-    last_seen: datetime
-
-
-@dataclass(frozen=True)
-class PresenceResult:
-    updated: int  # entries applied (clients online or offline under this combiner)
-    offline: int  # clients turned offline because the snapshot left them out
-
-
-def _presence_entries(clients: list[dict[str, Any]], now: datetime) -> list[PresenceEntry]:
-    """Validate every entry before anything is written: a bad body changes nothing."""
-    entries: list[PresenceEntry] = []
-    for entry in clients:
-        name = entry.get("name")
-        status = entry.get("status")
-        if not isinstance(name, str) or not name:
-            raise CombinerError("each client needs a name")
-        if status not in (ClientStatus.ONLINE, ClientStatus.OFFLINE):
-            raise CombinerError(f"client {name}: status must be 'online' or 'offline'")
-        last_seen = entry.get("last_seen") or now
-        if not isinstance(last_seen, datetime):
-            last_seen = parse_datetime(str(last_seen)) or now
-        if timezone.is_naive(last_seen):
-            last_seen = timezone.make_aware(last_seen, timezone.get_current_timezone())
-        entries.append(PresenceEntry(name, status, last_seen))
-    return entries
-
-
-def combiner_report_clients(
-    *, combiner: Combiner, clients: list[dict[str, Any]], complete: bool = False
-) -> PresenceResult:
-    """Apply a combiner's presence report: a snapshot when `complete`, else a batch of transitions."""
-    now = timezone.now()
-    entries = _presence_entries(clients, now)
-    if not complete:
-        return PresenceResult(updated=_apply_transitions(combiner, entries, now), offline=0)
-    result = combiner_apply_snapshot(combiner=combiner, entries=entries, now=now)
-    # Any combiner's snapshot also retires the silent ones (after its own transaction, so that it
-    # holds no other combiner's rows): presence heals even where beat does not run.
-    combiners_expire_silent(now=now)
-    return result
-
-
-@transaction.atomic
-def _apply_transitions(combiner: Combiner, entries: list[PresenceEntry], now: datetime) -> int:
-    """The format of combiners before snapshots: each change once, applied in order."""
-    updated = 0
-    for entry in entries:
-        client, created = Client.objects.get_or_create(
-            name=entry.name,
-            defaults={"combiner": combiner, "status": entry.status, "last_seen": entry.last_seen},
-        )
-        if not created:
-            if entry.status == ClientStatus.OFFLINE and client.combiner_id not in (None, combiner.pk):
-                continue  # it has moved on to another combiner; this one's word is stale
-            client.combiner = combiner
-            client.status = entry.status
-            client.last_seen = entry.last_seen
-            client.save(update_fields=["combiner", "status", "last_seen", "updated_at"])
-        updated += 1
-    # Such a combiner sends nothing while its clients stay put: no silence deadline applies to it.
-    Combiner.objects.filter(pk=combiner.pk).update(last_report_at=None)
-    return updated
-
-
-@transaction.atomic
-def combiner_apply_snapshot(
-    *, combiner: Combiner, entries: list[PresenceEntry], now: datetime | None = None
-) -> PresenceResult:
-    """Make the database agree with `combiner`'s full view of its clients.
-
-    Every client listed online is online under this combiner, with its last_seen; every client the
-    database has online under this combiner and not listed online goes offline. A client online
-    under another combiner moves here only if this combiner saw it later (a combiner it left may
-    list it until its online window lapses). Applying the same snapshot twice changes nothing more.
-    """
-    now = now or timezone.now()
-    by_name: dict[str, PresenceEntry] = {}
-    for entry in entries:
-        if entry.name in by_name:
-            raise CombinerError(f"client {entry.name} is listed twice")
-        by_name[entry.name] = entry
-    online = {name for name, entry in by_name.items() if entry.status == ClientStatus.ONLINE}
-    # Rows locked in name order, so concurrent snapshots of overlapping sets cannot deadlock.
-    rows = {
-        client.name: client
-        for client in Client.objects.select_for_update().filter(name__in=by_name).order_by("name")
-    }
-    changed: list[Client] = []
-    updated = 0
-    for name in sorted(by_name):
-        entry = by_name[name]
-        client = rows.get(name)
-        if client is None:
-            if entry.status == ClientStatus.ONLINE:
-                Client.objects.get_or_create(
-                    name=name,
-                    defaults={"combiner": combiner, "status": entry.status, "last_seen": entry.last_seen},
-                )
-                updated += 1
-            continue
-        newer = client.last_seen is None or entry.last_seen > client.last_seen
-        if client.combiner_id != combiner.pk and not (entry.status == ClientStatus.ONLINE and newer):
-            continue  # the client is another combiner's now; this one's word is older
-        if entry.status == ClientStatus.OFFLINE and client.status != ClientStatus.ONLINE:
-            continue  # registered again since (available), or already offline
-        client.combiner = combiner
-        client.status = entry.status
-        if newer:
-            client.last_seen = entry.last_seen
-        client.updated_at = now
-        changed.append(client)
-        updated += 1
-    if changed:
-        Client.objects.bulk_update(changed, ["combiner", "status", "last_seen", "updated_at"])
-    gone = (
-        Client.objects.filter(combiner=combiner, status=ClientStatus.ONLINE)
-        .exclude(name__in=online)
-        .update(status=ClientStatus.OFFLINE, updated_at=now)
-    )
-    Combiner.objects.filter(pk=combiner.pk).update(last_report_at=now)
-    return PresenceResult(updated=updated, offline=gone)
-
-
-def combiners_expire_silent(*, now: datetime | None = None) -> int:
-    """Clients online under a combiner that stopped sending snapshots go offline; returns how many.
-
-    A combiner that never sent one (older builds report only transitions) has no deadline.
-    """
-    now = now or timezone.now()
-    return Client.objects.filter(
-        status=ClientStatus.ONLINE, combiner__last_report_at__lt=now - combiner_silence()
-    ).update(status=ClientStatus.OFFLINE, updated_at=now)
 
 
 def decode_certificate(value: str | None) -> bytes | None:

@@ -11,9 +11,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.clients.models import Client
+from apps.clients.presence import combiners_expire_silent
 from apps.clients.services import clients_count_online
 from apps.combiners.models import Combiner
-from apps.combiners.services import combiner_silence, combiners_expire_silent
+from apps.combiners.services import combiner_silence
 
 from .factories import Network, make_token
 
@@ -254,7 +255,7 @@ def test_a_combiner_token_reports_only_its_own_combiner(two: Network, settings: 
 
 
 def test_the_beat_task_retires_a_silent_combiner(two: Network) -> None:
-    from apps.combiners.tasks import expire_silent_combiners
+    from apps.clients.tasks import expire_silent_combiners
 
     silent_since = timezone.now() - combiner_silence() - timedelta(seconds=1)
     Combiner.objects.filter(name="combiner-2").update(last_report_at=silent_since)

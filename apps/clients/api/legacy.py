@@ -1,12 +1,14 @@
 """FEDn's legacy client routes, including /add_client, which 0.9.5 clients call first."""
 
 from django.conf import settings
+from django.db.models import Count, Q
 from rest_framework import status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.clients.api.serializers import ClientSerializer
+from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
 from apps.clients.services import AssignmentError, assignment_answer, client_assign, clients_online
 from apps.combiners.api.legacy import client_ip
@@ -98,3 +100,21 @@ def get_client_config(request: Request) -> Response:
         package = package_get_active()
         config["checksum"] = package.sha256 if package else ""
     return Response(config)
+
+
+@api_view(["POST"])
+def list_combiners_data(request: Request) -> Response:
+    """Online clients per listed combiner; with null, every client grouped by combiner (FEDn's combiner route)."""
+    body = json_body(request, {"combiners"}, required={"combiners"})
+    names = body["combiners"]
+    if names is None:
+        rows = Client.objects.values("combiner__name").annotate(count=Count("pk")).order_by("combiner__name")
+        return Response({"result": [{"combiner": r["combiner__name"], "count": r["count"]} for r in rows]})
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return failure("combiners must be a list of names or null", status.HTTP_400_BAD_REQUEST)
+    counts = dict(
+        Combiner.objects.filter(name__in=names)
+        .annotate(count=Count("clients", filter=Q(clients__status=ClientStatus.ONLINE)))
+        .values_list("name", "count")
+    )
+    return Response({"result": [{"combiner": n, "count": counts.get(n, 0)} for n in names]})
