@@ -1,7 +1,7 @@
 """Refusals that lower apps consult without importing this one (registered in apps.py)."""
 
-from apps.sessions.models import Session
 from apps.sessions.choices import ACTIVE_SESSION_STATUSES
+from apps.sessions.models import Session
 
 
 def running_session_refusal() -> str | None:
