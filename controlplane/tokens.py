@@ -16,6 +16,8 @@ from typing import Any
 
 import jwt
 
+from controlplane.errors import DomainError
+
 ROLES = ("admin", "client", "combiner")
 # Roles whose token speaks for one named client or combiner: its `sub` is that name.
 BOUND_ROLES = frozenset({"client", "combiner"})
@@ -25,7 +27,7 @@ HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 DEFAULT_DAYS = 30.0
 
 
-class TokenError(ValueError):
+class TokenError(DomainError):
     """A token that cannot be minted with the given settings; the message says why."""
 
 

@@ -2,6 +2,11 @@ from django.db import models
 
 from apps.clients.choices import ClientStatus
 from apps.combiners.models import Combiner
+from controlplane.querysets import NaturalKeyQuerySet
+
+
+class ClientQuerySet(NaturalKeyQuerySet["Client"]):
+    natural_keys = ("name",)
 
 
 class Client(models.Model):
@@ -19,6 +24,8 @@ class Client(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     last_seen = models.DateTimeField(blank=True, null=True, db_index=True)
+
+    objects = ClientQuerySet.as_manager()
 
     class Meta:
         ordering = ["-last_seen", "-id"]

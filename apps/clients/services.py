@@ -10,9 +10,10 @@ from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
 from apps.combiners.models import Combiner
 from apps.combiners.services import combiner_silence, validate_name
+from controlplane.errors import DomainError
 
 
-class AssignmentError(ValueError):
+class AssignmentError(DomainError):
     """The client cannot be assigned; FEDn clients stop on this (HTTP 400)."""
 
 
@@ -80,13 +81,6 @@ def assignment_answer(combiner: Combiner, helper_type: str) -> dict[str, Any]:
         "certificate": combiner.certificate or None,
         "helper_type": helper_type,
     }
-
-
-def client_find(identifier: str) -> Client | None:
-    found = Client.objects.select_related("combiner").filter(name=identifier).first()
-    if found is None and identifier.isdigit():
-        found = Client.objects.select_related("combiner").filter(pk=int(identifier)).first()
-    return found
 
 
 def clients_online() -> QuerySet[Client]:

@@ -1,7 +1,8 @@
 """The controller's gRPC client for one combiner (Control and Connector calls).
 
-Pure Python on purpose: it needs neither Django nor the rest of the app, so it can be used from
-Celery tasks, services and tests alike. Every call has a deadline. Its mTLS identity comes from
+Pure Python on purpose: it needs neither Django nor the rest of the app (its errors derive from
+the domain's, `controlplane.errors`, which is pure Python too), so it can be used from Celery tasks,
+services and tests alike. Every call has a deadline. Its mTLS identity comes from
 Django's settings when Django is configured (controller, worker), else from the environment.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from controlplane.errors import UpstreamError, UpstreamUnavailable
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 
 T = TypeVar("T")
@@ -24,7 +26,7 @@ T = TypeVar("T")
 UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-class CombinerError(Exception):
+class CombinerCallFailed(UpstreamError):
     """A call to a combiner failed."""
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
@@ -32,11 +34,11 @@ class CombinerError(Exception):
         self.code = code
 
 
-class CombinerUnavailable(CombinerError):
+class CombinerUnreachable(CombinerCallFailed, UpstreamUnavailable):
     """The combiner could not be reached, or did not answer before the deadline."""
 
 
-class CombinerRejected(CombinerError):
+class CombinerRejected(CombinerCallFailed):
     """The combiner answered with an error (bad config, refused credentials, ...)."""
 
 
@@ -142,7 +144,7 @@ class CombinerClient:
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             if code in UNREACHABLE_CODES:
-                raise CombinerUnavailable(
+                raise CombinerUnreachable(
                     f"combiner at {self.target} is unavailable ({what}: "
                     f"{code.name if code else 'error'} after at most {self.timeout:g} s: {details})",
                     code,
@@ -209,6 +211,6 @@ class CombinerClient:
                     health_pb2.HealthCheckRequest(service=""), timeout=self.timeout
                 ),
             )
-        except CombinerError:
+        except CombinerCallFailed:
             return False
         return response.status == health_pb2.HealthCheckResponse.SERVING

@@ -1,5 +1,11 @@
 from django.db import models
 
+from controlplane.querysets import NaturalKeyQuerySet
+
+
+class CombinerQuerySet(NaturalKeyQuerySet["Combiner"]):
+    natural_keys = ("name",)
+
 
 class Combiner(models.Model):
     """A registered combiner node (FEDn's `network.combiners`)."""
@@ -16,6 +22,8 @@ class Combiner(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     last_report_at = models.DateTimeField(blank=True, null=True)
+
+    objects = CombinerQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at", "-id"]

@@ -10,17 +10,18 @@ from typing import Any
 from django.conf import settings
 
 from apps.combiners.models import Combiner
+from controlplane.errors import DomainError
 
 COMBINER_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-class CombinerError(ValueError):
+class CombinerRefused(DomainError):
     """A registration or report the controller refuses; the message says why."""
 
 
 def validate_name(name: str, what: str) -> str:
     if not name or not set(name) <= COMBINER_NAME_CHARS or len(name) > 128:
-        raise CombinerError(f"{what} must be 1-128 characters of letters, digits, '_' and '-'")
+        raise CombinerRefused(f"{what} must be 1-128 characters of letters, digits, '_' and '-'")
     return name
 
 
@@ -36,9 +37,9 @@ def combiner_register(
 ) -> Combiner:
     validate_name(name, "combiner_id")
     if not address:
-        raise CombinerError("address is required")
+        raise CombinerRefused("address is required")
     if not 0 < port < 65536:
-        raise CombinerError("port must be between 1 and 65535")
+        raise CombinerRefused("port must be between 1 and 65535")
     defaults: dict[str, Any] = {
         "address": address,
         "port": port,
@@ -73,13 +74,6 @@ def combiner_registration_answer(combiner: Combiner) -> dict[str, Any]:
         "certificate": combiner.certificate,
         "key": combiner.key,
     }
-
-
-def combiner_find(identifier: str) -> Combiner | None:
-    found = Combiner.objects.filter(name=identifier).first()
-    if found is None and identifier.isdigit():
-        found = Combiner.objects.filter(pk=int(identifier)).first()
-    return found
 
 
 def combiner_silence() -> timedelta:

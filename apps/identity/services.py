@@ -7,17 +7,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.identity.models import IssuedToken
+from controlplane.errors import DomainError, NotFoundError
 from controlplane.tokens import BOUND_ROLES, DEFAULT_DAYS, MintedToken, TokenError, TokenSettings, mint
 
 SUBJECT_MAX_LENGTH = IssuedToken._meta.get_field("subject").max_length or 128
 USER_MAX_LENGTH = IssuedToken._meta.get_field("issued_by").max_length or 150
 
 
-class IdentityError(ValueError):
+class IdentityError(DomainError):
     """A token the controller will not issue or revoke; the message says why."""
 
 
-class TokenNotFound(IdentityError):
+class TokenNotFound(IdentityError, NotFoundError):
     """No issued token has this jti."""
 
 

@@ -3,10 +3,16 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from controlplane.querysets import NaturalKeyQuerySet
+
 
 def artifact_key(model_id: uuid.UUID | str) -> str:
     """Where a model's .npz lives in the artifact store; combiners use the same key."""
     return f"models/{model_id}.npz"
+
+
+class ModelQuerySet(NaturalKeyQuerySet["Model"]):
+    natural_keys = ("model_id",)
 
 
 class Model(models.Model):
@@ -24,6 +30,8 @@ class Model(models.Model):
     active = models.BooleanField(default=False, db_index=True, help_text="FEDn's current model.")
     name = models.CharField(max_length=255, blank=True, default="")
     committed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = ModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["-committed_at", "-id"]

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from apps.models.models import Model, artifact_key
 from controlplane import artifacts
+from controlplane.errors import DomainError
 
 DEFAULT_LINEAGE_LIMIT = 10
 
@@ -21,7 +22,7 @@ DEFAULT_LINEAGE_LIMIT = 10
 change_guards: list[Callable[[], str | None]] = []
 
 
-class ModelError(ValueError):
+class ModelError(DomainError):
     """The model file or request is refused; the message says why."""
 
 
@@ -41,8 +42,6 @@ def validate_npz(path: Path) -> int:
                     raise ModelError(
                         f"Layer {name} has dtype {layer.dtype}; only numeric arrays are allowed."
                     )
-    except ModelError:
-        raise
     except ValueError as exc:
         # numpy raises ValueError for object arrays when pickles are refused.
         raise ModelError(f"The model could not be read without pickle: {exc}") from exc
@@ -63,9 +62,7 @@ def model_create_seed(*, upload: UploadedFile) -> Model:
                 raise ModelError("The uploaded file is empty.")
             validate_npz(spooled.path)
             artifacts.save(key, spooled.path)
-    except ModelError:
-        raise
-    except ValueError as exc:
+    except ValueError as exc:  # e.g. an upload over the size limit
         raise ModelError(str(exc)) from exc
     return model_commit(model_id=model_id, key=key, size=spooled.size, sha256=spooled.sha256, session_id=None)
 
@@ -124,17 +121,6 @@ def model_get_active() -> Model | None:
 
 def model_get_initial() -> Model | None:
     return Model.objects.order_by("committed_at", "pk").first()
-
-
-def model_find(identifier: str) -> Model | None:
-    """By model uuid or primary key."""
-    try:
-        found = Model.objects.filter(model_id=uuid.UUID(str(identifier))).first()
-    except ValueError:
-        found = None
-    if found is None and str(identifier).isdigit():
-        found = Model.objects.filter(pk=int(identifier)).first()
-    return found
 
 
 def model_ancestors(

@@ -3,6 +3,13 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from controlplane.querysets import NaturalKeyQuerySet
+
+
+class ComputePackageQuerySet(NaturalKeyQuerySet["ComputePackage"]):
+    # FEDn names a package by its uuid or by its storage file name (<uuid>.<ext>).
+    natural_keys = ("package_id", "storage_file_name")
+
 
 class ComputePackage(models.Model):
     """One uploaded compute package (FEDn's `package_trail` entry); at most one is active."""
@@ -18,6 +25,8 @@ class ComputePackage(models.Model):
     sha256 = models.CharField(max_length=64)
     active = models.BooleanField(default=False, db_index=True)
     committed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = ComputePackageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-committed_at", "-id"]

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from apps.packages.models import ComputePackage
 from controlplane import artifacts
+from controlplane.errors import DomainError
 from fedplane.packages import PackageError as ArchiveError
 from fedplane.packages import inspect_archive
 
@@ -21,7 +22,7 @@ PACKAGE_EXTENSIONS = (".tar.gz", ".tgz", ".tar.bz2", ".zip")
 change_guards: list[Callable[[], str | None]] = []
 
 
-class PackageError(ValueError):
+class PackageError(DomainError):
     """The upload is not a usable compute package; the message says why."""
 
 
@@ -53,9 +54,7 @@ def package_create(
             except ArchiveError as exc:
                 raise PackageError(str(exc)) from exc
             artifacts.save(key, spooled.path)
-    except ValueError as exc:
-        if isinstance(exc, PackageError):
-            raise
+    except ValueError as exc:  # e.g. an upload over the size limit
         raise PackageError(str(exc)) from exc
     try:
         with transaction.atomic():
@@ -90,19 +89,6 @@ def package_activate(*, package: ComputePackage) -> ComputePackage:
 
 def package_get_active() -> ComputePackage | None:
     return ComputePackage.objects.filter(active=True).first()
-
-
-def package_find(identifier: str) -> ComputePackage | None:
-    """By FEDn id (uuid), storage file name, or primary key."""
-    try:
-        found = ComputePackage.objects.filter(package_id=uuid.UUID(identifier)).first()
-    except ValueError:
-        found = None
-    if found is None:
-        found = ComputePackage.objects.filter(storage_file_name=identifier).first()
-    if found is None and identifier.isdigit():
-        found = ComputePackage.objects.filter(pk=int(identifier)).first()
-    return found
 
 
 def package_change_refused() -> str | None:

@@ -10,6 +10,16 @@ from apps.sessions.choices import (
     SessionStep,
     StatusType,
 )
+from controlplane.querysets import NaturalKeyQuerySet
+
+
+class SessionQuerySet(NaturalKeyQuerySet["Session"]):
+    natural_keys = ("session_id",)
+
+
+class RoundQuerySet(NaturalKeyQuerySet["Round"]):
+    # FEDn's round_id is the round's number as a string; the pk is tried after it.
+    natural_keys = ("round_id",)
 
 
 class Session(models.Model):
@@ -57,6 +67,8 @@ class Session(models.Model):
     lease_until = models.DateTimeField(blank=True, null=True)
     next_run_at = models.DateTimeField(blank=True, null=True, db_index=True)
 
+    objects = SessionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-committed_at", "-id"]
 
@@ -85,6 +97,8 @@ class Round(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RoundQuerySet.as_manager()
 
     class Meta:
         ordering = ["-number"]
@@ -134,6 +148,8 @@ class Status(models.Model):
     extra = models.TextField(blank=True, default="")
     session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
 
+    objects = NaturalKeyQuerySet["Status"].as_manager()
+
     class Meta:
         ordering = ["-timestamp", "-id"]
         verbose_name_plural = "statuses"
@@ -157,6 +173,8 @@ class Validation(models.Model):
     timestamp = models.DateTimeField(db_index=True)
     meta = models.TextField(blank=True, default="")
     session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+
+    objects = NaturalKeyQuerySet["Validation"].as_manager()
 
     class Meta:
         ordering = ["-timestamp", "-id"]

@@ -46,10 +46,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.combiners.grpc_client import CombinerClient, CombinerError, CombinerUnavailable
+from apps.combiners.grpc_client import CombinerCallFailed, CombinerClient, CombinerUnreachable
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
-from apps.models.services import model_commit, model_find, model_get_active
+from apps.models.services import model_commit, model_get_active
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     ControllerStateValue,
@@ -107,7 +107,7 @@ def combiner_client(combiner: Combiner) -> CombinerClient:
 
 def call_combiners(
     combiners: Iterable[Combiner], call: Callable[[Combiner], T]
-) -> dict[str, T | CombinerError]:
+) -> dict[str, T | CombinerCallFailed]:
     """`call` on every combiner at once; all answers (or errors) within about one gRPC deadline."""
     targets = list(combiners)
     if not targets:
@@ -122,18 +122,18 @@ def call_combiners(
     finally:
         # A call past its deadline is abandoned, not awaited: its thread ends with its own deadline.
         pool.shutdown(wait=False, cancel_futures=True)
-    results: dict[str, T | CombinerError] = {}
+    results: dict[str, T | CombinerCallFailed] = {}
     for future, name in futures.items():
         if future not in done:
-            results[name] = CombinerUnavailable(f"no answer within {GRPC_TIMEOUT:g} s")
+            results[name] = CombinerUnreachable(f"no answer within {GRPC_TIMEOUT:g} s")
             continue
         error = future.exception()
         if error is None:
             results[name] = future.result()
-        elif isinstance(error, CombinerError):
+        elif isinstance(error, CombinerCallFailed):
             results[name] = error
         else:
-            results[name] = CombinerError(f"{type(error).__name__}: {error}")
+            results[name] = CombinerCallFailed(f"{type(error).__name__}: {error}")
     return results
 
 
@@ -268,7 +268,7 @@ def probe_online(combiners: Iterable[Combiner]) -> dict[str, int | None]:
     answers = call_combiners(combiners, lambda combiner: combiner_client(combiner).list_active_clients())
     counts: dict[str, int | None] = {}
     for name, answer in answers.items():
-        if isinstance(answer, CombinerError):
+        if isinstance(answer, CombinerCallFailed):
             logger.warning("Combiner %s unreachable: %s", name, answer)
             counts[name] = None
         else:
@@ -298,7 +298,7 @@ def step_next_round(session: Session, token: str) -> float | None:
                     session_fail(session, waited)
             return None
         return POLL_SECONDS * 2
-    model = model_find(session_current_model_id(session) or "")
+    model = Model.objects.find(session_current_model_id(session) or "")
     with fenced(session.pk, token):
         if model is None:
             session_fail(session, "The session's model no longer exists.")
@@ -349,9 +349,11 @@ def step_starting(session: Session, token: str) -> float:
         Combiner.objects.filter(name__in=names).order_by("name"),
         lambda combiner: combiner_client(combiner).start(config),
     )
-    started = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerError))
+    started = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerCallFailed))
     failed = [
-        f"{name}: {answer}" for name, answer in sorted(answers.items()) if isinstance(answer, CombinerError)
+        f"{name}: {answer}"
+        for name, answer in sorted(answers.items())
+        if isinstance(answer, CombinerCallFailed)
     ]
     failed += [f"{name}: not registered" for name in sorted(set(names) - set(answers))]
     with fenced(session.pk, token):
@@ -491,7 +493,7 @@ def step_reducing(session: Session, token: str) -> float:
     extend_lease(session.pk, token, REDUCE_LEASE)
     reduced = reduce_models(current, usable)
     with fenced(session.pk, token):
-        parent = model_find(current.round_config.get("model_id", "")) or model_get_active()
+        parent = Model.objects.find(current.round_config.get("model_id", "")) or model_get_active()
         commit_started = timezone.now()
         new_model = model_commit(
             model_id=reduced.model_id,
@@ -593,9 +595,9 @@ def send_validation(
         Combiner.objects.filter(name__in=list(combiner_names)).order_by("name"),
         lambda combiner: combiner_client(combiner).start(config),
     )
-    sent = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerError))
+    sent = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerCallFailed))
     for name, answer in sorted(answers.items()):
-        if isinstance(answer, CombinerError):
+        if isinstance(answer, CombinerCallFailed):
             event_log(
                 f"Validation of round {current.round_id} not sent to {name}: {answer}",
                 session_id=session.session_id,

@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.clients.services import clients_count_online
-from apps.models.services import model_find, model_get_active
+from apps.models.models import Model
+from apps.models.services import model_get_active
 from apps.packages.services import package_get_active
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
@@ -19,12 +20,13 @@ from apps.sessions.choices import (
     LogLevel,
     SessionStatus,
 )
-from apps.sessions.models import Round, ScheduledStart, Session
+from apps.sessions.models import ScheduledStart, Session
 from apps.sessions.records import SESSION_CONFIG_FIELDS, event_log
 from apps.sessions.steps import session_advance
+from controlplane.errors import DomainError
 
 
-class SessionError(ValueError):
+class SessionError(DomainError):
     """A request about sessions the controller refuses; the message says why."""
 
 
@@ -93,20 +95,13 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
         elif key == "model_id":
             if value is not None:
                 value = _as_str(value, name, allow_empty=False)
-                if model_find(value) is None:
+                if Model.objects.find(value) is None:
                     raise SessionError(f"{name}: model {value} not found")
         elif key in {"helper_type", "task"}:
             value = _as_str(value, name)
         cleaned[key] = value
     cleaned["extra_config"] = extra
     return cleaned
-
-
-def session_find(identifier: str) -> Session | None:
-    found = Session.objects.filter(session_id=identifier).first()
-    if found is None and identifier.isdigit():
-        found = Session.objects.filter(pk=int(identifier)).first()
-    return found
 
 
 @transaction.atomic
@@ -237,13 +232,6 @@ def session_stop(*, session: Session) -> Session:
             session.status = SessionStatus.STOPPING
         session.save(update_fields=["stop_requested", "status", "status_reason", "finished_at"])
     return session
-
-
-def round_find(identifier: str) -> Round | None:
-    found = Round.objects.filter(round_id=identifier).first()
-    if found is None and identifier.isdigit():
-        found = Round.objects.filter(pk=int(identifier)).first()
-    return found
 
 
 # ---------------------------------------------------------------- scheduled starts

@@ -23,15 +23,14 @@ SORT_HEADERS = [
 class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
     """Read routes of one entity in FEDn's shapes.
 
-    Subclasses declare `queryset`, `serializer_class`, `filterset_class`, `sort_fields`
-    (FEDn key -> ORM field), `default_sort_key` and optionally `natural_key`.
+    Subclasses declare `queryset` (of a model whose manager is a NaturalKeyQuerySet),
+    `serializer_class`, `filterset_class`, `sort_fields` (FEDn key -> ORM field) and `default_sort_key`.
     """
 
     filter_backends = [FednFilterBackend]
     lookup_value_regex = "[^/]+"
     sort_fields: ClassVar[dict[str, str]] = {}
     default_sort_key: ClassVar[str] = ""
-    natural_key: ClassVar[str | None] = None
     entity_name: ClassVar[str] = "object"
 
     def sort_queryset(self, queryset: QuerySet) -> QuerySet:
@@ -53,25 +52,13 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
         return queryset
 
     def get_object(self) -> Model:
+        """By natural key or primary key, from this viewset's own queryset (its joins and prefetches)."""
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
-        queryset = self.get_queryset()
-        found = self.lookup(queryset, value)
+        found = self.get_queryset().find(value)
         if found is None:
             raise NotFound(f"{self.entity_name} {value} not found")
         self.check_object_permissions(self.request, found)
         return found
-
-    def lookup(self, queryset: QuerySet, value: str) -> Model | None:
-        if self.natural_key:
-            try:
-                found = queryset.filter(**{self.natural_key: value}).first()
-            except (ValueError, TypeError):
-                found = None
-            if found is not None:
-                return found
-        if value.isdigit():
-            return queryset.filter(pk=int(value)).first()
-        return None
 
     @extend_schema(parameters=SORT_HEADERS)
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:

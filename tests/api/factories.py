@@ -192,8 +192,8 @@ class Network:
 
     def child_model(self, parent_uuid: str, session_id: str, data: bytes | None = None) -> dict:
         """A global model committed inside a session, as the orchestration commits a round's model."""
-        from apps.models.models import artifact_key
-        from apps.models.services import model_commit, model_find
+        from apps.models.models import Model, artifact_key
+        from apps.models.services import model_commit
         from controlplane import artifacts
 
         data = model_bytes() if data is None else data
@@ -205,7 +205,7 @@ class Network:
             size=len(data),
             sha256=sha256(data),
             session_id=session_id,
-            parent=model_find(parent_uuid),
+            parent=Model.objects.find(parent_uuid),
         )
         self.uploaded_models[str(model_id)] = data
         return self.api.get(f"/api/v1/models/{model_id}").json()

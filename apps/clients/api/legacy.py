@@ -10,10 +10,9 @@ from rest_framework.response import Response
 from apps.clients.api.serializers import ClientSerializer
 from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
-from apps.clients.services import AssignmentError, assignment_answer, client_assign, clients_online
+from apps.clients.services import assignment_answer, client_assign, clients_online
 from apps.combiners.api.legacy import client_ip
 from apps.combiners.models import Combiner
-from apps.combiners.services import CombinerError
 from apps.packages.services import package_get_active
 from controlplane.api.auth import IsClientRole, bound_subject, require_speaks_for
 from controlplane.api.fields import as_http_date
@@ -51,10 +50,7 @@ def add_client(request: Request) -> Response:
             },
             status=status.HTTP_203_NON_AUTHORITATIVE_INFORMATION,
         )
-    try:
-        _, combiner = client_assign(name=name, preferred_combiner=preferred, ip=client_ip(request))
-    except (AssignmentError, CombinerError) as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    _, combiner = client_assign(name=name, preferred_combiner=preferred, ip=client_ip(request))
     return Response(assignment_answer(combiner, package.helper))
 
 

@@ -1,9 +1,6 @@
-from typing import Any
-
 from apps.clients.api.serializers import ClientSerializer
 from apps.clients.filtersets import ClientFilterSet
 from apps.clients.models import Client
-from apps.clients.services import client_find
 from controlplane.api.viewsets import FednReadViewSet
 
 
@@ -21,6 +18,3 @@ class ClientViewSet(FednReadViewSet):
         "combiner": "combiner__name",
         "ip": "ip",
     }
-
-    def lookup(self, queryset: Any, value: str) -> Client | None:
-        return client_find(value)

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.combiners.models import Combiner
-from apps.combiners.services import CombinerError, combiner_register, combiner_registration_answer
+from apps.combiners.services import combiner_register, combiner_registration_answer
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.fields import as_plain
 from controlplane.api.legacy import failure, json_body, required_param, window
@@ -44,18 +44,15 @@ def add_combiner(request: Request) -> Response:
         isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1
     ):
         return failure("max_clients must be a positive integer", status.HTTP_400_BAD_REQUEST)
-    try:
-        combiner = combiner_register(
-            name=name,
-            address=address,
-            port=port,
-            fqdn=fqdn,
-            secure_grpc=bool(body.get("secure_grpc", False)),
-            ip=client_ip(request),
-            max_clients=max_clients,
-        )
-    except CombinerError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    combiner = combiner_register(
+        name=name,
+        address=address,
+        port=port,
+        fqdn=fqdn,
+        secure_grpc=bool(body.get("secure_grpc", False)),
+        ip=client_ip(request),
+        max_clients=max_clients,
+    )
     return Response(combiner_registration_answer(combiner))
 
 

@@ -9,7 +9,6 @@ class CombinerViewSet(FednReadViewSet):
     serializer_class = CombinerSerializer
     filterset_class = CombinerFilterSet
     entity_name = "Combiner"
-    natural_key = "name"
     default_sort_key = "updated_at"
     sort_fields = {
         "updated_at": "updated_at",

@@ -15,7 +15,7 @@ import pytest
 from apps.combiners.grpc_client import (
     CombinerClient,
     CombinerRejected,
-    CombinerUnavailable,
+    CombinerUnreachable,
     stringify_config,
 )
 from combiner_node.auth import AuthSettings
@@ -93,9 +93,9 @@ def test_unreachable_combiner_raises_within_the_deadline() -> None:
         port = sock.getsockname()[1]
     client = CombinerClient("127.0.0.1", port, timeout=1.0)
     started = time.monotonic()
-    with pytest.raises(CombinerUnavailable, match=f"127.0.0.1:{port}"):
+    with pytest.raises(CombinerUnreachable, match=f"127.0.0.1:{port}"):
         client.list_active_clients()
-    with pytest.raises(CombinerUnavailable):
+    with pytest.raises(CombinerUnreachable):
         client.start({"round_id": "1"})
     assert client.health() is False
     assert time.monotonic() - started < 5
@@ -167,7 +167,7 @@ def test_tls_with_a_root_certificate(tmp_path: Path) -> None:
             "127.0.0.1", combiner.port, secure=True, root_cert=cert.read_bytes(), timeout=5
         )
         assert secure.accepting_clients() is True
-        with pytest.raises(CombinerUnavailable):
+        with pytest.raises(CombinerUnreachable):
             CombinerClient("127.0.0.1", combiner.port, timeout=2).list_active_clients()
     finally:
         combiner.stop(grace=1.0)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from apps.combiners.grpc_client import CombinerClient, CombinerRejected, CombinerUnavailable, ControlTls
+from apps.combiners.grpc_client import CombinerClient, CombinerRejected, CombinerUnreachable, ControlTls
 from combiner_node.node import CombinerNode, NodeSettings
 from combiner_node.server import TlsConfig
 from combiner_node.store import DirectoryStore
@@ -61,7 +61,7 @@ def test_without_a_certificate_the_combiner_is_unavailable(
     client = CombinerClient(
         "127.0.0.1", mtls_node.port, secure=True, timeout=3, tls=ControlTls(ca=str(pki["ca"]))
     )
-    with pytest.raises(CombinerUnavailable):
+    with pytest.raises(CombinerUnreachable):
         client.list_active_clients()
     assert client.health() is False
 

@@ -12,11 +12,9 @@ from rest_framework.response import Response
 from apps.models.models import Model
 from apps.models.services import (
     DEFAULT_LINEAGE_LIMIT,
-    ModelError,
     model_ancestors,
     model_create_seed,
     model_descendants,
-    model_find,
     model_get_active,
     model_get_initial,
     model_set_active,
@@ -48,7 +46,7 @@ def _lineage(request: Request, walk: Any) -> Response:
     identifier = request.query_params.get("model")
     if not identifier:
         return failure("Missing model id.")
-    model = model_find(identifier)
+    model = Model.objects.find(identifier)
     if model is None:
         return failure(f"Model {identifier} not found.", status.HTTP_404_NOT_FOUND)
     limit = int_param(request, "limit") or DEFAULT_LINEAGE_LIMIT
@@ -92,7 +90,7 @@ def get_model(request: Request) -> Response:
     identifier = request.query_params.get("model")
     if not identifier:
         return failure("Missing model id.", status.HTTP_400_BAD_REQUEST)
-    model = model_find(identifier)
+    model = Model.objects.find(identifier)
     if model is None:
         return failure("No model found.", status.HTTP_404_NOT_FOUND)
     item = lineage_item(model)
@@ -123,13 +121,10 @@ def set_current_model(request: Request) -> Response:
     identifier = request.query_params.get("id")
     if not identifier:
         return failure("Missing model id.", status.HTTP_400_BAD_REQUEST)
-    model = model_find(identifier)
+    model = Model.objects.find(identifier)
     if model is None:
         return failure("Failed to set active model.", status.HTTP_400_BAD_REQUEST)
-    try:
-        model_set_active(model=model)
-    except ModelError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    model_set_active(model=model)
     return success("Active model set.")
 
 
@@ -149,8 +144,5 @@ def set_initial_model(request: Request) -> Response:
     upload = request.FILES.get("file")
     if upload is None:
         return failure("Missing file.", status.HTTP_400_BAD_REQUEST)
-    try:
-        model_create_seed(upload=upload)
-    except ModelError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    model_create_seed(upload=upload)
     return success("Initial model added successfully.")

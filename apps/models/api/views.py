@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from apps.models.api.serializers import ModelSerializer, model_doc
 from apps.models.filtersets import ModelFilterSet
 from apps.models.models import Model
-from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants, model_find
+from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants
 from controlplane import artifacts
 from controlplane.api.pagination import header_int
 from controlplane.api.viewsets import FednReadViewSet
@@ -27,9 +27,6 @@ class ModelViewSet(FednReadViewSet):
     entity_name = "Model"
     default_sort_key = "committed_at"
     sort_fields = {"committed_at": "committed_at", "model": "model_id", "session_id": "session_id"}
-
-    def lookup(self, queryset: Any, value: str) -> Model | None:
-        return model_find(value)
 
     @extend_schema(
         parameters=[

@@ -12,11 +12,9 @@ from rest_framework.response import Response
 from apps.packages.api.serializers import ComputePackageSerializer, PackageUploadSerializer
 from apps.packages.models import ComputePackage
 from apps.packages.services import (
-    PackageError,
     package_activate,
     package_change_refused,
     package_create,
-    package_find,
     package_get_active,
 )
 from controlplane.api.auth import IsClientRole
@@ -46,15 +44,12 @@ def set_package(request: Request) -> Response:
         return failure("Missing file.", status.HTTP_400_BAD_REQUEST)
     payload = PackageUploadSerializer(data=request.data)
     payload.is_valid(raise_exception=True)
-    try:
-        package_create(
-            upload=payload.validated_data["file"],
-            helper=payload.validated_data["helper"],
-            name=payload.validated_data.get("name"),
-            description=payload.validated_data.get("description"),
-        )
-    except PackageError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    package_create(
+        upload=payload.validated_data["file"],
+        helper=payload.validated_data["helper"],
+        name=payload.validated_data.get("name"),
+        description=payload.validated_data.get("description"),
+    )
     return success("Compute package set.")
 
 
@@ -79,7 +74,7 @@ def list_compute_packages(request: Request) -> Response:
 
 def _requested_package(request: Request) -> ComputePackage:
     name = request.query_params.get("name")
-    package = package_find(name) if name else package_get_active()
+    package = ComputePackage.objects.find(name) if name else package_get_active()
     if package is None:
         raise NotFound(f"No compute package {name} found." if name else "No compute package found.")
     return package
@@ -105,11 +100,8 @@ def set_active_package(request: Request) -> Response:
     identifier = request.query_params.get("id") or (
         request.data.get("id") if hasattr(request.data, "get") else None
     )
-    package = package_find(str(identifier)) if identifier else None
+    package = ComputePackage.objects.find(str(identifier)) if identifier else None
     if package is None:
         return failure("Failed to set compute package.", status.HTTP_400_BAD_REQUEST)
-    try:
-        package_activate(package=package)
-    except PackageError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
+    package_activate(package=package)
     return success("Compute package set.")

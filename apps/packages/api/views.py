@@ -1,5 +1,3 @@
-from typing import Any
-
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -8,7 +6,7 @@ from rest_framework.response import Response
 from apps.packages.api.serializers import ComputePackageSerializer
 from apps.packages.filtersets import ComputePackageFilterSet
 from apps.packages.models import ComputePackage
-from apps.packages.services import package_find, package_get_active
+from apps.packages.services import package_get_active
 from controlplane.api.viewsets import FednReadViewSet
 
 
@@ -25,9 +23,6 @@ class ComputePackageViewSet(FednReadViewSet):
         "helper": "helper",
         "id": "package_id",
     }
-
-    def lookup(self, queryset: Any, value: str) -> ComputePackage | None:
-        return package_find(value)
 
     @action(detail=False, methods=["get"])
     def active(self, request: Request) -> Response:

@@ -19,8 +19,6 @@ from apps.sessions.models import Round, Session, Status, Validation
 from apps.sessions.records import controller_state, session_config
 from apps.sessions.services import (
     PreconditionFailed,
-    SessionError,
-    session_find,
     session_start_legacy,
 )
 from controlplane.api.fields import as_http_date
@@ -44,9 +42,8 @@ def start_session(request: Request) -> Response:
     try:
         session = session_start_legacy(body)
     except PreconditionFailed as exc:
+        # FEDn answers a start its preconditions refuse with 200 and success false.
         return failure(str(exc))
-    except SessionError as exc:
-        return failure(str(exc), status.HTTP_400_BAD_REQUEST)
     return Response(
         {"success": True, "message": "Session started successfully.", "config": legacy_config(session)}
     )
@@ -63,7 +60,7 @@ def list_sessions(request: Request) -> Response:
 @api_view(["GET"])
 def get_session(request: Request) -> Response:
     identifier = required_param(request, "session_id", "Missing session id.")
-    session = session_find(identifier)
+    session = Session.objects.find(identifier)
     if session is None:
         return failure(f"Session {identifier} not found.", status.HTTP_404_NOT_FOUND)
     return Response({session.session_id: legacy_config(session), "status": session.status})

@@ -21,14 +21,7 @@ from apps.sessions.api.serializers import (
 from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
 from apps.sessions.ingestion import round_record_report, statuses_record, validations_record
 from apps.sessions.models import Round, Session, Status, Validation
-from apps.sessions.services import (
-    SessionError,
-    round_find,
-    session_create,
-    session_find,
-    session_start,
-    session_stop,
-)
+from apps.sessions.services import SessionError, session_create, session_start, session_stop
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.viewsets import FednReadViewSet
 
@@ -48,21 +41,15 @@ class SessionViewSet(FednReadViewSet):
     default_sort_key = "session_id"
     sort_fields = {"session_id": "session_id", "committed_at": "committed_at", "status": "status"}
 
-    def lookup(self, queryset: Any, value: str) -> Session | None:
-        return session_find(value)
-
     @extend_schema(request=SessionCreateSerializer, responses={201: SessionSerializer})
     def create(self, request: Request) -> Response:
         """Create a session from a session_config (FEDn 0.9.4+); it starts with POST /sessions/start."""
         payload = SessionCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            session = session_create(
-                session_id=payload.validated_data.get("session_id"),
-                config=payload.validated_data["session_config"],
-            )
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
+        session = session_create(
+            session_id=payload.validated_data.get("session_id"),
+            config=payload.validated_data["session_config"],
+        )
         return Response(session_doc(session), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=SessionStartSerializer, responses={200: {"type": "object"}})
@@ -71,24 +58,17 @@ class SessionViewSet(FednReadViewSet):
         """Start a created session."""
         payload = SessionStartSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        session = session_find(payload.validated_data["session_id"])
+        session = Session.objects.find(payload.validated_data["session_id"])
         if session is None:
             raise NotFound(f"Session {payload.validated_data['session_id']} not found")
-        try:
-            session_start(session=session, rounds=payload.validated_data.get("rounds"))
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
+        session_start(session=session, rounds=payload.validated_data.get("rounds"))
         return Response({"message": "Session started", "session_id": session.session_id})
 
     @extend_schema(request=None, responses={200: {"type": "object"}})
     @action(detail=True, methods=["post"], filter_backends=[])
     def stop(self, request: Request, pk: Any = None) -> Response:
         """Ask a running session to stop after its current step."""
-        session = self.get_object()
-        try:
-            session = session_stop(session=session)
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
+        session = session_stop(session=self.get_object())
         return Response(
             {"message": f"Session {session.session_id} is {session.status}.", "status": session.status}
         )
@@ -102,9 +82,6 @@ class RoundViewSet(FednReadViewSet):
     default_sort_key = "round_id"
     sort_fields = {"round_id": "number", "status": "status", "created_at": "created_at"}
 
-    def lookup(self, queryset: Any, value: str) -> Round | None:
-        return round_find(value)
-
     @extend_schema(request=RoundReportSerializer, responses={201: {"type": "object"}})
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def reports(self, request: Request, pk: Any = None) -> Response:
@@ -116,6 +93,7 @@ class RoundViewSet(FednReadViewSet):
         try:
             round_record_report(round=found, report=payload.validated_data)
         except SessionError as exc:
+            # A report the round cannot take clashes with its state: 409, which combiners do not retry.
             return Response({"success": False, "message": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response({"accepted": True}, status=status.HTTP_201_CREATED)
 
@@ -133,10 +111,7 @@ class CombinerForwardedViewSet(FednReadViewSet):
     @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
     def create(self, request: Request) -> Response:
         """Documents forwarded by a combiner, in FEDn's camelCase MessageToDict form."""
-        try:
-            created = type(self).record(docs=as_documents(request.data))
-        except SessionError as exc:
-            raise ValidationError(str(exc)) from exc
+        created = type(self).record(docs=as_documents(request.data))
         return Response({"created": created}, status=status.HTTP_201_CREATED)
 
 
