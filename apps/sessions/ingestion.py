@@ -13,9 +13,14 @@ from django.utils.dateparse import parse_datetime
 from apps.sessions.choices import LogLevel, Role, RoundStatus, StatusType
 from apps.sessions.models import CombinerReport, Round, Status, Validation
 from apps.sessions.services import SessionError
+from controlplane.errors import ConflictError
 from fedplane.roundreport import ReportStatus
 
 # ---------------------------------------------------------------- combiner reports
+
+
+class ReportRefused(SessionError, ConflictError):
+    """A combiner report the round cannot take (closed, another attempt, a second report)."""
 
 
 def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerReport:
@@ -25,15 +30,15 @@ def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerRepo
     of an earlier attempt of a retried round is refused, so it cannot count towards the retry.
     """
     if round.status not in (RoundStatus.PENDING,):
-        raise SessionError(f"Round {round.round_id} is {round.status}; it takes no more reports.")
+        raise ReportRefused(f"Round {round.round_id} is {round.status}; it takes no more reports.")
     combiner = report["combiner"]
     echoed = (report.get("config") or {}).get("round_attempt")
     try:
         attempt = round.attempt if echoed in (None, "") else int(echoed)
     except (TypeError, ValueError) as exc:
-        raise SessionError(f"config.round_attempt must be an integer, got {echoed!r}") from exc
+        raise ReportRefused(f"config.round_attempt must be an integer, got {echoed!r}") from exc
     if attempt != round.attempt:
-        raise SessionError(
+        raise ReportRefused(
             f"Combiner {combiner} reported attempt {attempt} of round {round.round_id}, "
             f"which is at attempt {round.attempt}."
         )
@@ -49,7 +54,7 @@ def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerRepo
                 attempt=attempt,
             )
     except IntegrityError as exc:
-        raise SessionError(f"Combiner {combiner} has already reported round {round.round_id}.") from exc
+        raise ReportRefused(f"Combiner {combiner} has already reported round {round.round_id}.") from exc
 
 
 # ---------------------------------------------------------------- events and validations

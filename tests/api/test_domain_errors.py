@@ -13,6 +13,7 @@ from apps.identity.services import IdentityError, TokenNotFound
 from apps.models.services import ModelError
 from apps.packages.services import PackageError
 from apps.sessions.api.views import RoundViewSet
+from apps.sessions.ingestion import ReportRefused
 from apps.sessions.services import PreconditionFailed, SessionError
 from controlplane.api.errors import json_exception_handler
 from controlplane.errors import ConflictError, DomainError, NotFoundError
@@ -36,6 +37,7 @@ from .factories import Network
         (AssignmentError, 400),
         (SessionError, 400),
         (PreconditionFailed, 400),
+        (ReportRefused, 409),
         (CombinerCallFailed, 502),
         (CombinerRejected, 502),
         (CombinerUnreachable, 503),

@@ -21,7 +21,7 @@ from apps.sessions.api.serializers import (
 from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
 from apps.sessions.ingestion import round_record_report, statuses_record, validations_record
 from apps.sessions.models import Round, Session, Status, Validation
-from apps.sessions.services import SessionError, session_create, session_start, session_stop
+from apps.sessions.services import session_create, session_start, session_stop
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.viewsets import FednReadViewSet
 
@@ -90,11 +90,7 @@ class RoundViewSet(FednReadViewSet):
         payload = RoundReportSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         require_speaks_for(request, payload.validated_data["combiner"])
-        try:
-            round_record_report(round=found, report=payload.validated_data)
-        except SessionError as exc:
-            # A report the round cannot take clashes with its state: 409, which combiners do not retry.
-            return Response({"success": False, "message": str(exc)}, status=status.HTTP_409_CONFLICT)
+        round_record_report(round=found, report=payload.validated_data)
         return Response({"accepted": True}, status=status.HTTP_201_CREATED)
 
 
