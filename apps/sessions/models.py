@@ -11,6 +11,7 @@ from apps.sessions.choices import (
     StatusType,
 )
 from controlplane.querysets import NaturalKeyQuerySet
+from fedplane.roundreport import ReportStatus
 
 
 class SessionQuerySet(NaturalKeyQuerySet["Session"]):
@@ -112,7 +113,7 @@ class CombinerReport(models.Model):
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="reports")
     combiner = models.CharField(max_length=128)
-    status = models.CharField(max_length=16, default="Success")
+    status = models.CharField(max_length=16, default=ReportStatus.SUCCESS.value)
     model_id = models.CharField(max_length=64, blank=True, null=True)
     num_examples = models.BigIntegerField(default=0)
     report = models.JSONField(default=dict)

@@ -68,6 +68,7 @@ from apps.sessions.records import (
 from controlplane import artifacts
 from fedplane.aggregators import weighted_average_files
 from fedplane.numpyhelper import sha256_of
+from fedplane.roundreport import ReportStatus
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def attempt_reports(current: Round) -> list[CombinerReport]:
 
 
 def usable_reports(reports: Iterable[CombinerReport]) -> list[CombinerReport]:
-    return [r for r in reports if r.status == "Success" and r.model_id and r.num_examples > 0]
+    return [r for r in reports if r.status == ReportStatus.SUCCESS and r.model_id and r.num_examples > 0]
 
 
 def probe_lost(combiners: Iterable[Combiner]) -> list[str]:

@@ -8,6 +8,14 @@ from apps.sessions.models import CombinerReport, Round, Session, Status, Validat
 from apps.sessions.records import session_config
 from controlplane.api.fields import as_http_date, as_rfc3339
 from controlplane.api.serializers import StrictIntegerField, StrictSerializer
+from fedplane.roundreport import (
+    EchoedConfigKey,
+    ReportField,
+    ReportStatus,
+    RoundReport,
+    RoundReportError,
+    Timing,
+)
 
 
 def session_doc(instance: Session) -> dict[str, Any]:
@@ -38,19 +46,22 @@ class SessionSerializer(serializers.ModelSerializer):
 
 
 def report_doc(report: CombinerReport) -> dict[str, Any]:
+    """An entry of a round's `combiners`: the stored report (fedplane.roundreport) under FEDn's names."""
     body = report.report or {}
+    config = body.get(ReportField.CONFIG, {})
+    timings = body.get(ReportField.TIMINGS, {})
     return {
         "name": report.combiner,
         "status": report.status,
         "model_id": report.model_id,
-        "round_id": body.get("config", {}).get("round_id") or report.round.round_id,
+        "round_id": config.get(EchoedConfigKey.ROUND_ID) or report.round.round_id,
         "num_examples": report.num_examples,
-        "participants": body.get("participants", []),
-        "reason": body.get("reason", ""),
-        "timings": body.get("timings", {}),
-        "data": body.get("data", {}),
-        "config": body.get("config", {}),
-        "time_exec_training": body.get("timings", {}).get("time_combination"),
+        "participants": body.get(ReportField.PARTICIPANTS, []),
+        "reason": body.get(ReportField.REASON, ""),
+        "timings": timings,
+        "data": body.get(ReportField.DATA, {}),
+        "config": config,
+        "time_exec_training": timings.get(Timing.TIME_COMBINATION),
     }
 
 
@@ -193,13 +204,39 @@ class SessionStartSerializer(StrictSerializer):
     rounds = StrictIntegerField(min_value=1, required=False)
 
 
+def _report_fields() -> dict[str, serializers.Field]:
+    """The DRF fields of a round report, one per ReportField; the checks of the contract come after."""
+    fields: dict[str, serializers.Field] = {
+        ReportField.COMBINER: serializers.CharField(max_length=128),
+        ReportField.STATUS: serializers.ChoiceField(choices=[status.value for status in ReportStatus]),
+        ReportField.REASON: serializers.CharField(required=False, allow_blank=True, default=""),
+        ReportField.MODEL_ID: serializers.CharField(
+            required=False, allow_null=True, allow_blank=True, max_length=64
+        ),
+        ReportField.NUM_EXAMPLES: StrictIntegerField(required=False, min_value=0, default=0),
+        ReportField.PARTICIPANTS: serializers.ListField(
+            child=serializers.CharField(), required=False, default=list
+        ),
+        ReportField.TIMINGS: serializers.DictField(required=False, default=dict),
+        ReportField.DATA: serializers.DictField(required=False, default=dict),
+        ReportField.CONFIG: serializers.DictField(required=False, default=dict),
+    }
+    assert list(fields) == list(ReportField), "a ReportField without its serializer field"
+    return {str(name): value for name, value in fields.items()}
+
+
 class RoundReportSerializer(StrictSerializer):
-    combiner = serializers.CharField(max_length=128)
-    status = serializers.ChoiceField(choices=["Success", "Failed"])
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
-    model_id = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
-    num_examples = StrictIntegerField(required=False, min_value=0, default=0)
-    participants = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-    timings = serializers.DictField(required=False, default=dict)
-    data = serializers.DictField(required=False, default=dict)
-    config = serializers.DictField(required=False, default=dict)
+    """A combiner's report of its part of a round (fedplane.roundreport.RoundReport)."""
+
+    # The DRF fields keep the parsing this route always had (numbers taken as text, whole floats
+    # as integers, strings trimmed); `validate` then holds the result to the contract and returns
+    # its wire form, defaults filled in: that is what round_record_report stores.
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return _report_fields()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(RoundReport.from_json(attrs).to_json())
+        except RoundReportError as exc:
+            raise serializers.ValidationError({exc.field or "non_field_errors": [exc.message]}) from exc
