@@ -2,7 +2,6 @@
 
 import uuid
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,9 @@ from django.db import transaction
 from apps.models.models import Model, artifact_key
 from controlplane import artifacts
 from controlplane.errors import DomainError
+from controlplane.federation import federation_refusal
 
 DEFAULT_LINEAGE_LIMIT = 10
-
-
-# Checks that may refuse moving the active model (e.g. while a session runs); each returns a reason
-# or None. Apps above this one register theirs, so this app needs to import none of them.
-change_guards: list[Callable[[], str | None]] = []
 
 
 class ModelError(DomainError):
@@ -53,7 +48,7 @@ def validate_npz(path: Path) -> int:
 def model_create_seed(*, upload: UploadedFile) -> Model:
     """Store an uploaded seed model and make it the active model (FEDn's set_initial_model)."""
     # A new active model mid-session would become the parent of the session's next round.
-    refuse_change_while_guarded()
+    refuse_change_while_held()
     model_id = uuid.uuid4()
     key = artifact_key(model_id)
     try:
@@ -98,17 +93,17 @@ def model_commit(
         raise
 
 
-def refuse_change_while_guarded() -> None:
-    for guard in change_guards:
-        refusal = guard()
-        if refusal:
-            raise ModelError(refusal)
+def refuse_change_while_held() -> None:
+    """The active model stays put while a session holds the federation."""
+    refusal = federation_refusal()
+    if refusal:
+        raise ModelError(refusal)
 
 
 @transaction.atomic
 def model_set_active(*, model: Model) -> Model:
     """Point FEDn's current model at `model`; refused while a session runs (it would break lineage)."""
-    refuse_change_while_guarded()
+    refuse_change_while_held()
     Model.objects.filter(active=True).exclude(pk=model.pk).update(active=False)
     Model.objects.filter(pk=model.pk).update(active=True)
     model.active = True

@@ -1,7 +1,6 @@
 """Compute packages: upload (validated, hashed, stored), activate, look up."""
 
 import uuid
-from collections.abc import Callable
 from pathlib import PurePath
 
 from django.conf import settings
@@ -11,15 +10,11 @@ from django.db import transaction
 from apps.packages.models import ComputePackage
 from controlplane import artifacts
 from controlplane.errors import DomainError
+from controlplane.federation import federation_refusal
 from fedplane.packages import PackageError as ArchiveError
 from fedplane.packages import inspect_archive
 
 PACKAGE_EXTENSIONS = (".tar.gz", ".tgz", ".tar.bz2", ".zip")
-
-
-# Checks that may refuse a package change (e.g. while a session runs); each returns a reason or None.
-# Apps above this one register theirs, so this app needs to import none of them.
-change_guards: list[Callable[[], str | None]] = []
 
 
 class PackageError(DomainError):
@@ -92,8 +87,5 @@ def package_get_active() -> ComputePackage | None:
 
 
 def package_change_refused() -> str | None:
-    for guard in change_guards:
-        reason = guard()
-        if reason:
-            return reason
-    return None
+    """Why the package may not change now (a session holds the federation), or None."""
+    return federation_refusal()

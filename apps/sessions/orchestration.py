@@ -62,6 +62,7 @@ from apps.sessions.models import CombinerReport, Round, Session, Validation
 from apps.sessions.records import (
     controller_state_set,
     event_log,
+    federation_holds_sync,
     round_create,
     session_config,
 )
@@ -645,6 +646,7 @@ def _end(session: Session, status: str, reason: str, level: str) -> None:
         finished_at=timezone.now(),
         next_run_at=None,
     )
+    federation_holds_sync()
     controller_state_set(ControllerStateValue.IDLE, None)
     event_log(
         f"Session {session.session_id} {status.lower()}. {reason}".strip(),

@@ -10,12 +10,26 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from apps.sessions.choices import ControllerStateValue, LogLevel, Role, StatusType
+from apps.sessions.choices import ACTIVE_SESSION_STATUSES, ControllerStateValue, LogLevel, Role, StatusType
 from apps.sessions.models import ControllerState, Round, Session, Status
+from controlplane.federation import federation_holds_set
 
 
 class RoundNumberUnavailable(RuntimeError):
     """Concurrent writers kept taking the next round number; the step that wanted one fails."""
+
+
+# ---------------------------------------------------------------- federation holds
+
+
+def federation_holds_sync() -> None:
+    """Hold the federation for exactly the active sessions, so their package and model stay put.
+
+    Called where a session starts or ends, and by the watchdog, which also catches sessions
+    deleted or changed behind the services' back.
+    """
+    active = Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES).values_list("session_id", flat=True)
+    federation_holds_set(active)
 
 
 # ---------------------------------------------------------------- controller state

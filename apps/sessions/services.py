@@ -21,7 +21,7 @@ from apps.sessions.choices import (
     SessionStatus,
 )
 from apps.sessions.models import ScheduledStart, Session
-from apps.sessions.records import SESSION_CONFIG_FIELDS, event_log
+from apps.sessions.records import SESSION_CONFIG_FIELDS, event_log, federation_holds_sync
 from apps.sessions.steps import session_advance
 from controlplane.errors import DomainError
 
@@ -212,6 +212,7 @@ def session_start(*, session: Session, rounds: int | None = None) -> Session:
         session.status = SessionStatus.INITIALIZED
         session.start_requested_at = timezone.now()
         session.save(update_fields=["rounds", "model_id", "status", "start_requested_at"])
+        federation_holds_sync()
         # The workers take it from here, once the start is committed and visible to them.
         session_advance.delay_on_commit(session.pk)
     return session
@@ -231,6 +232,7 @@ def session_stop(*, session: Session) -> Session:
         else:
             session.status = SessionStatus.STOPPING
         session.save(update_fields=["stop_requested", "status", "status_reason", "finished_at"])
+        federation_holds_sync()
     return session
 
 

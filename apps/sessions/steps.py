@@ -10,7 +10,7 @@ them through apps/sessions/tasks.py.
 from celery import shared_task
 from celery.utils.log import get_task_logger
 
-from apps.sessions import orchestration
+from apps.sessions import orchestration, records
 from apps.sessions.choices import SessionStep
 
 logger = get_task_logger(__name__)
@@ -57,7 +57,9 @@ def session_reduce(session_pk: int) -> None:
 
 @shared_task(name="fl_sessions.sessions_watchdog", ignore_result=True)
 def sessions_watchdog() -> int:
-    """Re-enqueue running sessions whose next step is overdue (e.g. the worker running it died)."""
+    """Re-enqueue running sessions whose next step is overdue (e.g. the worker running it died);
+    bring the federation holds back in line with the running sessions."""
+    records.federation_holds_sync()
     overdue = orchestration.sessions_needing_a_step()
     for session_pk in overdue:
         logger.info("Resuming session %s", session_pk)

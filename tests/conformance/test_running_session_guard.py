@@ -11,9 +11,11 @@ from tests.api.factories import Network, model_bytes, upload
 def running_session(network: Network) -> None:
     from apps.sessions.choices import SessionStatus
     from apps.sessions.models import Session
+    from apps.sessions.records import federation_holds_sync
 
     network.session("running")
     Session.objects.filter(session_id="running").update(status=SessionStatus.STARTED)
+    federation_holds_sync()  # as the services do when a session starts
 
 
 def test_set_initial_model_is_refused_while_a_session_runs(network: Network) -> None:

@@ -21,6 +21,7 @@ from apps.packages.tests.test_admin import make_package, package_archive
 from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus, StatusType
 from apps.sessions.metrics import session_metrics
 from apps.sessions.models import CombinerReport, ControllerState, Round, Session, Status, Validation
+from apps.sessions.records import federation_holds_sync
 from controlplane.admin_charts import line_chart
 
 pytestmark = pytest.mark.django_db
@@ -245,6 +246,7 @@ def test_package_upload_and_activation_are_refused_while_a_session_runs(
 ) -> None:
     package = make_package("digits")
     Session.objects.create(session_id="running", status=SessionStatus.STARTED)
+    federation_holds_sync()  # as the services do when a session starts
     response = admin_client.post(
         reverse("admin:packages_computepackage_add"),
         {"upload": SimpleUploadedFile("new.tgz", package_archive()), "helper": "numpyhelper"},
