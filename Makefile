@@ -80,9 +80,10 @@ check-protos: install ## fail when the committed stubs differ from what protos/f
 	exit $$drift
 	@echo "protos: committed stubs match protos/fedn.proto"
 
-lint: install ## ruff check and ruff format --check
+lint: install ## ruff check, ruff format --check, and the import contracts of pyproject.toml
 	$(RUFF) check .
 	$(RUFF) format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: install ## apply ruff's fixes and formatting
 	$(RUFF) check --fix .
