@@ -7,14 +7,30 @@ combiners app itself knows nothing of clients.
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.clients.choices import ClientStatus
 from apps.clients.presence import combiner_report_clients
-from apps.combiners.api.serializers import ClientReportSerializer
 from apps.combiners.api.views import CombinerViewSet
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
+from controlplane.api.serializers import StrictSerializer
+
+
+class ClientTransitionSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=128)
+    # A combiner knows only whether it holds the client; "available" is the controller's word.
+    status = serializers.ChoiceField(choices=[ClientStatus.ONLINE.value, ClientStatus.OFFLINE.value])
+    last_seen = serializers.DateTimeField(required=False)
+
+
+class ClientReportSerializer(StrictSerializer):
+    """A batch of transitions, or with `complete` a snapshot: every online client is listed."""
+
+    clients = ClientTransitionSerializer(many=True)
+    complete = serializers.BooleanField(required=False, default=False)
 
 
 class CombinerPresenceViewSet(CombinerViewSet):

@@ -4,7 +4,6 @@ from rest_framework import serializers
 
 from apps.combiners.models import Combiner
 from controlplane.api.fields import as_plain
-from controlplane.api.serializers import StrictSerializer
 
 
 class CombinerSerializer(serializers.ModelSerializer):
@@ -29,16 +28,3 @@ class CombinerSerializer(serializers.ModelSerializer):
             "secure_grpc": instance.secure_grpc,
             "updated_at": as_plain(instance.updated_at),
         }
-
-
-class ClientTransitionSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=128)
-    status = serializers.ChoiceField(choices=["online", "offline"])
-    last_seen = serializers.DateTimeField(required=False)
-
-
-class ClientReportSerializer(StrictSerializer):
-    """A batch of transitions, or with `complete` a snapshot: every online client is listed."""
-
-    clients = ClientTransitionSerializer(many=True)
-    complete = serializers.BooleanField(required=False, default=False)
