@@ -6,12 +6,7 @@ deadline, and every wait has a deadline, so a session always ends Finished, Stop
 its reason. A worker that dies mid-step leaves a lease that expires; the watchdog then re-enqueues
 the step, which resumes from what the database says, so no round is repeated or skipped.
 
-Fencing. Every database write of a step happens inside `fenced()`: one transaction that ends with a
-conditional UPDATE on the session row (`lease_token = <ours>`), which also renews the lease. Zero
-rows means another worker claimed the session meanwhile: `LeaseLost` rolls the whole step back
-(round rows, status changes, events, a committed model), the step logs it and does nothing else,
-and the holder carries on. On PostgreSQL that UPDATE holds the row lock until commit, so a claim
-racing with it waits and then sees the renewed lease; SQLite serialises writers anyway.
+Fencing: every database write of a step happens inside `fenced()` (apps/sessions/leases.py).
 
 The order of a round, so that no side effect outside the database escapes the fence:
 
@@ -30,34 +25,30 @@ The order of a round, so that no side effect outside the database escapes the fe
    validation requests sent only after that commit.
 """
 
-import contextlib
 import datetime as dt
 import logging
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from apps.combiners.grpc_client import CombinerCallFailed, CombinerClient, CombinerUnreachable
+from apps.combiners.grpc_client import CombinerCallFailed
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_get_active
 from apps.sessions.choices import (
-    ACTIVE_SESSION_STATUSES,
     ControllerStateValue,
     LogLevel,
     RoundStatus,
     SessionStatus,
     SessionStep,
 )
+from apps.sessions.combiner_calls import call_combiners, combiner_client
+from apps.sessions.leases import LEASE, REDUCE_LEASE, LeaseLost, claim, extend_lease, fenced, release
 from apps.sessions.models import CombinerReport, Round, Session, Validation
 from apps.sessions.records import (
     controller_state_set,
@@ -73,114 +64,14 @@ from fedplane.roundreport import ReportStatus
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# A step finishes well within this; a dead worker's claim lapses after it.
-LEASE = dt.timedelta(seconds=30)
-# Reducing large models may take longer than a normal step; the reduce task's limits fit inside it.
-REDUCE_LEASE = dt.timedelta(minutes=10)
 # Combiners report after round_timeout; give them this long on top before giving up on them.
 REPORT_MARGIN = dt.timedelta(seconds=30)
 VALIDATION_WAIT = dt.timedelta(seconds=60)
 POLL_SECONDS = 1.0
-GRPC_TIMEOUT = 5.0
-# Combiners called at once; more than this share the same overall deadline.
-MAX_PARALLEL_CALLS = 64
 
 
 class RoundFailed(Exception):
     """The current round cannot succeed; the message is the reason shown to operators."""
-
-
-class LeaseLost(Exception):
-    """Another worker claimed the session while this step ran; the step's writes are rolled back."""
-
-
-def combiner_client(combiner: Combiner) -> CombinerClient:
-    return CombinerClient(
-        combiner.address,
-        combiner.port,
-        token=settings.FEDPLANE_CONTROL_TOKEN or None,
-        secure=combiner.secure_grpc,
-        root_cert=combiner.certificate.encode() if combiner.certificate else None,
-        timeout=GRPC_TIMEOUT,
-    )
-
-
-def call_combiners(
-    combiners: Iterable[Combiner], call: Callable[[Combiner], T]
-) -> dict[str, T | CombinerCallFailed]:
-    """`call` on every combiner at once; all answers (or errors) within about one gRPC deadline."""
-    targets = list(combiners)
-    if not targets:
-        return {}
-    pool = ThreadPoolExecutor(
-        max_workers=min(len(targets), MAX_PARALLEL_CALLS), thread_name_prefix="combiner-call"
-    )
-    try:
-        futures = {pool.submit(call, combiner): combiner.name for combiner in targets}
-        # Each call carries the gRPC deadline; the margin covers connecting and thread start.
-        done, _ = wait(futures, timeout=GRPC_TIMEOUT + 1.0)
-    finally:
-        # A call past its deadline is abandoned, not awaited: its thread ends with its own deadline.
-        pool.shutdown(wait=False, cancel_futures=True)
-    results: dict[str, T | CombinerCallFailed] = {}
-    for future, name in futures.items():
-        if future not in done:
-            results[name] = CombinerUnreachable(f"no answer within {GRPC_TIMEOUT:g} s")
-            continue
-        error = future.exception()
-        if error is None:
-            results[name] = future.result()
-        elif isinstance(error, CombinerCallFailed):
-            results[name] = error
-        else:
-            results[name] = CombinerCallFailed(f"{type(error).__name__}: {error}")
-    return results
-
-
-# ---------------------------------------------------------------- claiming and fencing
-
-
-def claim(session_pk: int, lease: dt.timedelta = LEASE) -> str | None:
-    """Take the session for one step; None when another worker holds it or it is not running."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    claimed = (
-        Session.objects.filter(pk=session_pk, status__in=ACTIVE_SESSION_STATUSES)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_token=token, lease_until=now + lease)
-    )
-    return token if claimed else None
-
-
-def extend_lease(session_pk: int, token: str, lease: dt.timedelta) -> None:
-    """Renew the lease while it is still ours; LeaseLost when another worker has claimed the session."""
-    renewed = Session.objects.filter(pk=session_pk, lease_token=token).update(
-        lease_until=timezone.now() + lease
-    )
-    if not renewed:
-        raise LeaseLost(f"session {session_pk} is no longer held by lease {token}")
-
-
-@contextlib.contextmanager
-def fenced(session_pk: int, token: str, lease: dt.timedelta = LEASE) -> Iterator[None]:
-    """The writes of a step: one transaction that commits only if the step still holds its lease."""
-    with transaction.atomic():
-        yield
-        # Last statement of the transaction: on PostgreSQL it holds the row lock until commit.
-        extend_lease(session_pk, token, lease)
-
-
-def release(session_pk: int, token: str, delay: float | None) -> None:
-    next_run = timezone.now() + dt.timedelta(seconds=delay) if delay is not None else None
-    Session.objects.filter(pk=session_pk, lease_token=token).update(
-        lease_token="", lease_until=None, next_run_at=next_run
-    )
-
-
-def session_step(session_pk: int) -> str | None:
-    return Session.objects.filter(pk=session_pk).values_list("step", flat=True).first()
 
 
 def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | None:
@@ -215,17 +106,6 @@ def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | Non
     finally:
         release(session_pk, token, delay)
     return delay
-
-
-def sessions_needing_a_step(grace: dt.timedelta = dt.timedelta(seconds=5)) -> list[int]:
-    """Running sessions whose next step is overdue and unclaimed (its task was lost)."""
-    now = timezone.now()
-    return list(
-        Session.objects.filter(status__in=ACTIVE_SESSION_STATUSES)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .filter(Q(next_run_at__isnull=True) | Q(next_run_at__lt=now - grace))
-        .values_list("pk", flat=True)
-    )
 
 
 # ---------------------------------------------------------------- steps

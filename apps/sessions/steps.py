@@ -10,13 +10,13 @@ them through apps/sessions/tasks.py.
 from celery import shared_task
 from celery.utils.log import get_task_logger
 
-from apps.sessions import orchestration, records
+from apps.sessions import leases, orchestration, records
 from apps.sessions.choices import SessionStep
 
 logger = get_task_logger(__name__)
 
-STEP_TIME_LIMIT = int(orchestration.LEASE.total_seconds())
-REDUCE_TIME_LIMIT = int(orchestration.REDUCE_LEASE.total_seconds())
+STEP_TIME_LIMIT = int(leases.LEASE.total_seconds())
+REDUCE_TIME_LIMIT = int(leases.REDUCE_LEASE.total_seconds())
 # The soft limit raises inside the step early enough for it to fail the session under its own lease.
 SOFT_MARGIN = 10
 
@@ -25,9 +25,7 @@ def enqueue_step(session_pk: int, delay: float | None) -> None:
     """The next step of a session in the task made for it (the reduce has its own)."""
     if delay is None:
         return
-    task = (
-        session_reduce if orchestration.session_step(session_pk) == SessionStep.REDUCING else session_advance
-    )
+    task = session_reduce if leases.session_step(session_pk) == SessionStep.REDUCING else session_advance
     task.apply_async((session_pk,), countdown=delay)
 
 
@@ -60,7 +58,7 @@ def sessions_watchdog() -> int:
     """Re-enqueue running sessions whose next step is overdue (e.g. the worker running it died);
     bring the federation holds back in line with the running sessions."""
     records.federation_holds_sync()
-    overdue = orchestration.sessions_needing_a_step()
+    overdue = leases.sessions_needing_a_step()
     for session_pk in overdue:
         logger.info("Resuming session %s", session_pk)
         enqueue_step(session_pk, 0.0)

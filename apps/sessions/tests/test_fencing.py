@@ -14,7 +14,7 @@ from django.db import connection
 
 from apps.combiners.models import Combiner
 from apps.models.models import Model
-from apps.sessions import orchestration, steps
+from apps.sessions import combiner_calls, leases, orchestration, steps
 from apps.sessions.choices import RoundStatus, SessionStatus, SessionStep
 from apps.sessions.models import CombinerReport, Round, Session, Status
 from apps.sessions.tests.fake_combiners import fake_combiners
@@ -145,7 +145,7 @@ def test_a_starting_step_without_its_lease_sends_no_start() -> None:
     with fake_combiners({"north": (["c1"], 0.0)}) as fakes:
         with_round(session, ["north"])
         steal(session)
-        with pytest.raises(orchestration.LeaseLost):
+        with pytest.raises(leases.LeaseLost):
             orchestration.run_step(Session.objects.get(pk=session.pk), "the-old-token")
         assert fakes["north"].starts == []
     assert Session.objects.get(pk=session.pk).step == SessionStep.STARTING
@@ -177,7 +177,7 @@ DEADLINE = 1.0
 def test_slow_combiners_are_probed_in_parallel_within_about_one_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(orchestration, "GRPC_TIMEOUT", DEADLINE)
+    monkeypatch.setattr(combiner_calls, "GRPC_TIMEOUT", DEADLINE)
     seed_free = running_session(step=SessionStep.NEXT_ROUND)
     specs = {f"slow-{i}": (["c"], 4 * DEADLINE) for i in range(SLOW)}
     specs["quick"] = (["c1", "c2"], 0.0)
@@ -191,8 +191,9 @@ def test_slow_combiners_are_probed_in_parallel_within_about_one_deadline(
         assert counts == {"quick": 2, **{f"slow-{i}": None for i in range(SLOW)}}
 
         starts = time.monotonic()
-        answers = orchestration.call_combiners(
-            orchestration.Combiner.objects.all(), lambda c: orchestration.combiner_client(c).start({"k": "v"})
+        answers = combiner_calls.call_combiners(
+            orchestration.Combiner.objects.all(),
+            lambda c: combiner_calls.combiner_client(c).start({"k": "v"}),
         )
         assert time.monotonic() - starts < 2 * DEADLINE
         assert [name for name, a in answers.items() if not isinstance(a, Exception)] == ["quick"]
@@ -204,7 +205,7 @@ def test_slow_combiners_are_probed_in_parallel_within_about_one_deadline(
 def test_a_next_round_step_with_slow_combiners_picks_the_quick_one_within_a_deadline(
     fs_storage: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(orchestration, "GRPC_TIMEOUT", DEADLINE)
+    monkeypatch.setattr(combiner_calls, "GRPC_TIMEOUT", DEADLINE)
     seed = upload_seed()
     session = running_session(step=SessionStep.NEXT_ROUND, seed=seed)
     specs = {f"slow-{i}": (["c"], 4 * DEADLINE) for i in range(SLOW)}
@@ -229,12 +230,10 @@ def test_a_next_round_step_with_slow_combiners_picks_the_quick_one_within_a_dead
 
 def test_each_session_task_is_stopped_before_its_lease_lapses() -> None:
     step, reduce = steps.session_advance, steps.session_reduce
-    assert step.soft_time_limit < step.time_limit <= orchestration.LEASE.total_seconds()
-    assert reduce.soft_time_limit < reduce.time_limit <= orchestration.REDUCE_LEASE.total_seconds()
+    assert step.soft_time_limit < step.time_limit <= leases.LEASE.total_seconds()
+    assert reduce.soft_time_limit < reduce.time_limit <= leases.REDUCE_LEASE.total_seconds()
     # The reduce may take longer than the global default and than a step's lease.
-    assert reduce.soft_time_limit > max(
-        settings.CELERY_TASK_SOFT_TIME_LIMIT, orchestration.LEASE.total_seconds()
-    )
+    assert reduce.soft_time_limit > max(settings.CELERY_TASK_SOFT_TIME_LIMIT, leases.LEASE.total_seconds())
 
 
 @pytest.mark.django_db

@@ -24,7 +24,7 @@ from apps.combiners.services import combiner_register
 from apps.models.models import Model
 from apps.models.services import model_create_seed
 from apps.packages.services import package_create
-from apps.sessions import orchestration, steps
+from apps.sessions import leases, orchestration, steps
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     ControllerStateValue,
@@ -102,25 +102,25 @@ def past() -> dt.datetime:
 @pytest.mark.django_db
 def test_a_second_claim_fails_while_the_lease_is_live_and_succeeds_after_it_lapses() -> None:
     session = running_session(step=SessionStep.NEXT_ROUND)
-    first = orchestration.claim(session.pk)
+    first = leases.claim(session.pk)
     assert first is not None
-    assert orchestration.claim(session.pk) is None
+    assert leases.claim(session.pk) is None
 
     Session.objects.filter(pk=session.pk).update(lease_until=past())
-    second = orchestration.claim(session.pk)
+    second = leases.claim(session.pk)
     assert second is not None and second != first
     # The old holder's release no longer touches the session it lost.
-    orchestration.release(session.pk, first, delay=1.0)
+    leases.release(session.pk, first, delay=1.0)
     assert Session.objects.get(pk=session.pk).lease_token == second
-    orchestration.release(session.pk, second, delay=None)
-    assert orchestration.claim(session.pk) is not None
+    leases.release(session.pk, second, delay=None)
+    assert leases.claim(session.pk) is not None
 
 
 @pytest.mark.django_db
 def test_an_ended_session_cannot_be_claimed() -> None:
     session = running_session(step=SessionStep.DONE)
     Session.objects.filter(pk=session.pk).update(status=SessionStatus.FINISHED)
-    assert orchestration.claim(session.pk) is None
+    assert leases.claim(session.pk) is None
     assert orchestration.session_advance(session_pk=session.pk) is None
 
 
@@ -243,7 +243,7 @@ def test_the_watchdog_picks_up_an_overdue_session_and_leaves_the_others(eager_ta
     Session.objects.filter(pk=scheduled.pk).update(next_run_at=timezone.now() + dt.timedelta(seconds=2))
     Session.objects.filter(pk__in=[claimed.pk, scheduled.pk]).update(status=SessionStatus.STARTED)
 
-    assert orchestration.sessions_needing_a_step() == [overdue.pk]
+    assert leases.sessions_needing_a_step() == [overdue.pk]
     assert steps.sessions_watchdog() == 1
     # The resumed step ran: its deadline had passed, so the session failed with its reason.
     overdue.refresh_from_db()
