@@ -18,7 +18,8 @@ SERVICES := scripts/services.sh
 # fails loudly, rather than silently falling back to the whole suite.
 EMBEDDED_TEST_PATHS ?= apps tests/api
 EMBEDDED_TESTS ?= -m "not e2e and not compat" $(or $(wildcard $(EMBEDDED_TEST_PATHS)),$(EMBEDDED_TEST_PATHS))
-PYTEST_ARGS ?= -ra
+# The slowest tests are listed at the end of each run, to keep `make test` within its time.
+PYTEST_ARGS ?= -ra --durations=15
 ARGS ?=
 
 # The service ports are fixed, so concurrent test runs on one machine take turns (up to 30 min).
