@@ -8,6 +8,10 @@ from django.template.response import TemplateResponse
 
 from apps.console.dashboard import dashboard_context
 
+# The federated-learning apps in the order an operator follows a federation; Django's own and the
+# libraries' (users, Celery results, schedules, lockouts) come after them, alphabetically.
+FEDERATION_APPS = ("fl_sessions", "mlmodels", "clients", "combiners", "packages", "identity")
+
 
 class FedplaneAdminSite(admin.AdminSite):
     site_header = "fedplane control plane"
@@ -17,3 +21,8 @@ class FedplaneAdminSite(admin.AdminSite):
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         # The index template (apps/console/templates/admin/index.html) draws the dashboard panel.
         return super().index(request, extra_context={**dashboard_context(), **(extra_context or {})})
+
+    def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
+        apps = super().get_app_list(request, app_label)
+        order = {label: position for position, label in enumerate(FEDERATION_APPS)}
+        return sorted(apps, key=lambda app: (order.get(app["app_label"], len(order)), app["name"].lower()))

@@ -30,3 +30,16 @@ def test_index_shows_the_console_title_and_the_controller_state(admin_client: Ht
     ControllerState.objects.filter(singleton=True).update(state=ControllerStateValue.INSTRUCTING)
     body = admin_client.get(reverse("admin:index")).content.decode()
     assert '<span class="fp-badge fp-ok">instructing</span>' in body
+
+
+@pytest.mark.django_db
+def test_the_index_lists_the_federation_apps_first_in_the_order_of_a_federation(
+    admin_client: HttpClient,
+) -> None:
+    labels = [app["app_label"] for app in admin_client.get(reverse("admin:index")).context["app_list"]]
+    federation = ["fl_sessions", "mlmodels", "clients", "combiners", "packages", "identity"]
+    assert labels[: len(federation)] == federation
+    others = labels[len(federation) :]
+    assert {"auth", "django_celery_beat"} <= set(others)
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert body.index("Training sessions") < body.index("Authentication and Authorization")
