@@ -10,6 +10,7 @@ verification honoured everywhere, downloads streamed to disk, and `stop_session`
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -30,6 +31,14 @@ TERMINAL_ROUND_STATUSES = frozenset({"success", "finished", "failed", "stopped"}
 
 Json = Any
 RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@functools.cache
+def current_umask() -> int:
+    """The process's umask; reading it means setting it, so it is read once and put back at once."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class APIError(Exception):
@@ -180,6 +189,8 @@ class APIClient:
                 with os.fdopen(fd, "wb") as file:
                     for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
                         file.write(chunk)
+                # mkstemp makes the file private (0600); a download gets the mode any new file would.
+                os.chmod(partial, 0o666 & ~current_umask())
                 os.replace(partial, target)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

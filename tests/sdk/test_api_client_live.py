@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +384,11 @@ def test_cli_uploads_and_downloads(
     code, _, _ = cli(network, capsys, "model", "download", network.seed_model_id, str(tmp_path / "seed.npz"))
     assert code == EXIT_OK
     assert (tmp_path / "seed.npz").read_bytes() == network.seed_bytes
+    # Downloads get the mode any new file gets (not mkstemp's private 0600).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for downloaded in ("seed.npz", "back.tgz"):
+        assert stat.S_IMODE((tmp_path / downloaded).stat().st_mode) == 0o666 & ~umask
 
 
 def test_cli_session_start_and_stop(
