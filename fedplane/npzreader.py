@@ -1,7 +1,13 @@
 """Lazy, validated reading of ``.npz`` model files, without ever unpickling.
 
-A hand-written zip/npy index: member names must be exactly ``"0.npy".."n-1.npy"``, every ``.npy``
-header is checked (object arrays are refused) and every member's size against its header. For
+A hand-written zip/npy index, built from headers only, before any array data is read: the zip's
+end-of-directory record is bounded (entry count, directory size) before :mod:`zipfile` parses it;
+member names must be ``"0".."n-1"`` (with or without ``.npy``, as ``np.savez`` and FEDn write
+them); every ``.npy`` header is parsed from the start of its member and must describe a plain
+numeric array (object, structured, subarray and string dtypes are refused); and every member's
+size in the zip directory must equal what its header declares. A deflate stream is therefore
+never inflated past the declared size of its array (:mod:`zipfile` stops at the directory's
+size, which was checked). Errors are :class:`ModelFileError` and name the member. For
 stored (uncompressed) members the absolute file offset of the array data is found from the zip
 local header, so a layer is read with ``pread`` or streamed in blocks through a sliding read-only
 memory mapping; deflated members (FEDn writes ``savez_compressed``) are inflated as they are read.
@@ -13,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import mmap
 import os
+import re
 import struct
 import zipfile
 import zlib
@@ -23,13 +31,28 @@ from typing import IO, BinaryIO
 
 import numpy as np
 
-__all__ = ["LOCAL_HEADER", "LayerReader", "NpzArchive", "open_layers"]
+__all__ = ["LOCAL_HEADER", "MAX_LAYERS", "LayerReader", "ModelFileError", "NpzArchive", "open_layers"]
 
 _ZIP_LOCAL_MAGIC = b"PK\x03\x04"
 _ZIP_EMPTY_MAGIC = b"PK\x05\x06"
+_ZIP64_LOCATOR_MAGIC = b"PK\x06\x07"
+_ZIP64_END_MAGIC = b"PK\x06\x06"
 LOCAL_HEADER = struct.Struct("<4s5HL2L2H")  # fixed part of a zip local file header (30 bytes)
+_END_RECORD = struct.Struct("<4s4H2LH")  # end of central directory (22 bytes)
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
 _NPY_MAX_HEADER = 10_000
 _MAP_WINDOW_BYTES = 8 << 20
+# Bounds on the zip directory, which zipfile reads whole and turns into one object per entry:
+# models have at most a few thousand layers, and numpy's directory entries take under 200 bytes.
+MAX_LAYERS = 16_384
+_MAX_DIRECTORY_ENTRY_BYTES = 512
+_NUMERIC_KINDS = "biuf"
+_LAYER_NAME = re.compile(r"(0|[1-9][0-9]{0,8})(\.npy)?")
+
+
+class ModelFileError(ValueError):
+    """A model file that is refused before its data is read; the message names the member."""
 
 
 def open_layers(path: str | os.PathLike[str]) -> LayerReader:
@@ -82,6 +105,21 @@ class LayerReader:
         return [entry.dtype for entry in self._archive.entries]
 
     @property
+    def names(self) -> list[str]:
+        """The zip member name of each layer ("0.npy" as np.savez writes it, or "0")."""
+        return [entry.info.filename for entry in self._archive.entries]
+
+    @property
+    def nbytes(self) -> list[int]:
+        """Each layer's data size as its header declares it."""
+        return [entry.nbytes for entry in self._archive.entries]
+
+    @property
+    def declared_bytes(self) -> int:
+        """Total size of the arrays as their headers declare them (what reading them all allocates)."""
+        return sum(entry.nbytes for entry in self._archive.entries)
+
+    @property
     def compressed(self) -> bool:
         """True if any layer is deflated (FEDn writes ``savez_compressed``): each read inflates again."""
         return any(entry.compressed for entry in self._archive.entries)
@@ -99,14 +137,15 @@ class LayerReader:
 
 
 class _Entry:
-    __slots__ = ("compressed", "data_offset", "dtype", "fortran_order", "info", "shape", "size")
+    __slots__ = ("compressed", "data_offset", "dtype", "fortran_order", "info", "nbytes", "shape", "size")
 
     def __init__(self, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> None:
         self.info = info
         self.shape = shape
         self.dtype = dtype
         self.fortran_order = fortran
-        self.size = int(np.prod(shape, dtype=np.int64))
+        self.size = math.prod(shape)  # Python ints: a hostile shape must not wrap around in int64
+        self.nbytes = self.size * dtype.itemsize
         self.compressed = info.compress_type != zipfile.ZIP_STORED
         self.data_offset = -1  # absolute file offset of the array data, for stored members
 
@@ -119,13 +158,14 @@ class NpzArchive:
         magic = handle.read(4)
         handle.seek(0)
         if magic not in (_ZIP_LOCAL_MAGIC, _ZIP_EMPTY_MAGIC):
-            raise ValueError("not an npz archive (no zip signature); pickles and .npy files are refused")
+            raise ModelFileError("not an npz archive (no zip signature); pickles and .npy files are refused")
         self._file_size = handle.seek(0, os.SEEK_END)
         handle.seek(0)
+        _check_directory_bounds(handle, self._file_size)
         try:
             self._zip = zipfile.ZipFile(handle)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ValueError(f"not a readable npz archive: {exc}") from exc
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise ModelFileError(f"not a readable npz archive: {exc}") from exc
         try:
             with _unreadable_as_value_error():
                 self.entries = self._index()
@@ -151,26 +191,30 @@ class NpzArchive:
         return len(self.entries)
 
     def _index(self) -> list[_Entry]:
-        infos = self._zip.infolist()
-        by_name = {info.filename: info for info in infos}
-        expected = [f"{i}.npy" for i in range(len(infos))]
-        if len(by_name) != len(infos) or set(by_name) != set(expected):
-            names = sorted(info.filename.removesuffix(".npy") for info in infos)
-            raise ValueError(f'model keys must be exactly "0".."{len(infos) - 1}", got {names[:10]}')
+        infos = _infos_in_layer_order(self._zip.infolist())
         entries = []
-        for i, name in enumerate(expected):
-            info = by_name[name]
+        for i, info in enumerate(infos):
+            member = f"member {info.filename!r} (layer {i})"
             if info.flag_bits & 0x1:
-                raise ValueError(f"layer {i} is encrypted")
-            with self._zip.open(info) as member:
-                shape, dtype, fortran, header_len = _read_npy_header(member, i)
+                raise ModelFileError(f"{member} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ModelFileError(
+                    f"{member} uses zip compression method {info.compress_type}; "
+                    "only stored and deflated members are read"
+                )
+            with self._zip.open(info) as stream:
+                shape, dtype, fortran, header_len = _read_npy_header(stream, member)
             entry = _Entry(info, shape, dtype, fortran)
-            if info.file_size != header_len + entry.size * dtype.itemsize:
-                raise ValueError(f"layer {i} is truncated or has trailing bytes")
+            if info.file_size != header_len + entry.nbytes:
+                raise ModelFileError(
+                    f"{member}: the header declares shape {shape} {dtype} ({entry.nbytes} bytes of data) "
+                    f"but the zip directory says the member holds {info.file_size - header_len} "
+                    "(truncated, or trailing bytes)"
+                )
             if not entry.compressed:
                 entry.data_offset = self._member_data_offset(info) + header_len
-                if entry.data_offset + entry.size * dtype.itemsize > self._file_size:
-                    raise ValueError(f"layer {i} extends past the end of the file")
+                if entry.data_offset + entry.nbytes > self._file_size:
+                    raise ModelFileError(f"{member} extends past the end of the file (truncated)")
             entries.append(entry)
         return entries
 
@@ -178,7 +222,7 @@ class NpzArchive:
         self._handle.seek(info.header_offset)
         raw = self._handle.read(LOCAL_HEADER.size)
         if len(raw) != LOCAL_HEADER.size or raw[:4] != _ZIP_LOCAL_MAGIC:
-            raise ValueError(f"bad zip local header for {info.filename}")
+            raise ModelFileError(f"bad zip local header for member {info.filename!r}")
         fields = LOCAL_HEADER.unpack(raw)
         name_len, extra_len = fields[-2], fields[-1]
         return info.header_offset + LOCAL_HEADER.size + name_len + extra_len
@@ -254,7 +298,7 @@ class NpzArchive:
     def _read_into(self, entry: _Entry, out: np.ndarray) -> None:
         if entry.compressed or self._fd is None:
             with self._zip.open(entry.info) as member:
-                _read_npy_header(member, -1)
+                _read_npy_header(member, entry.info.filename)
                 _readinto_exact(member, out, entry.info.filename)
             return
         _pread_exact(self._fd, out, entry.data_offset)
@@ -266,14 +310,15 @@ def _unreadable_as_value_error() -> Iterator[None]:
     try:
         yield
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
-        raise ValueError(f"unreadable npz archive: {exc}") from exc
+        raise ModelFileError(f"unreadable npz archive: {exc}") from exc
 
 
 class _MapUnavailable(Exception):
     """The file cannot be memory-mapped (e.g. a pipe or special file); read it instead."""
 
 
-def _read_npy_header(member: IO[bytes], index: int) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+def _read_npy_header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Parse the ``.npy`` header at the start of a member: only a plain numeric array passes."""
     try:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
@@ -286,13 +331,78 @@ def _read_npy_header(member: IO[bytes], index: int) -> tuple[tuple[int, ...], np
             )
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-    except ValueError as exc:
-        raise ValueError(f"layer {index}: bad array header: {exc}") from exc
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
+        raise ModelFileError(f"{name}: not a valid .npy array header: {exc}") from exc
+    shape = tuple(int(d) for d in shape)
+    declared = f"{name}: declared shape {shape} dtype {dtype}"
     if dtype.hasobject:
-        raise ValueError(f"layer {index} is an object array; refusing to unpickle (allow_pickle=False)")
+        raise ModelFileError(f"{declared}: object arrays hold pickled data, which is refused")
+    if dtype.fields is not None:
+        raise ModelFileError(f"{declared}: structured dtypes are refused; layers are plain numeric arrays")
+    if dtype.subdtype is not None:
+        raise ModelFileError(f"{declared}: subarray dtypes are refused; layers are plain numeric arrays")
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise ModelFileError(f"{declared}: only bool, integer and float arrays are accepted")
+    if any(d < 0 for d in shape):
+        raise ModelFileError(f"{declared}: negative dimension")
     # zip members of a seekable archive report their position: the header length
     header_len = member.tell()
-    return tuple(int(d) for d in shape), dtype, bool(fortran), header_len
+    return shape, dtype, bool(fortran), header_len
+
+
+def _infos_in_layer_order(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]:
+    """Members as layers 0..n-1: named ``"i"`` or ``"i.npy"``, each index exactly once."""
+    by_index: dict[int, zipfile.ZipInfo] = {}
+    for info in infos:
+        match = _LAYER_NAME.fullmatch(info.filename)
+        if match is None:
+            raise ModelFileError(
+                f'member {info.filename!r}: model keys must be "0".."{len(infos) - 1}", '
+                "as np.savez writes a list of layers"
+            )
+        index = int(match.group(1))
+        if index in by_index:
+            raise ModelFileError(
+                f"model keys {by_index[index].filename!r} and {info.filename!r} are both layer {index}"
+            )
+        by_index[index] = info
+    missing = sorted(set(range(len(infos))) - set(by_index))
+    if missing:
+        raise ModelFileError(f'model keys must be "0".."{len(infos) - 1}"; layer {missing[0]} is missing')
+    return [by_index[i] for i in range(len(infos))]
+
+
+def _check_directory_bounds(handle: BinaryIO, file_size: int) -> None:
+    """Read the zip's end record and refuse an empty archive or a directory too large to index.
+
+    zipfile reads the whole central directory into memory and builds an object per entry, so its
+    declared size and entry count are bounded first: a small file cannot make indexing expensive.
+    """
+    tail_size = min(file_size, _END_RECORD.size + 0xFFFF)
+    handle.seek(file_size - tail_size)
+    tail = handle.read(tail_size)
+    position = tail.rfind(_ZIP_EMPTY_MAGIC)
+    if position < 0 or position + _END_RECORD.size > len(tail):
+        raise ModelFileError("not a readable npz archive: no zip end-of-directory record (truncated?)")
+    _, _, _, _, entries, directory_size, _, _ = _END_RECORD.unpack_from(tail, position)
+    absolute = file_size - tail_size + position
+    if absolute >= _ZIP64_LOCATOR.size:
+        handle.seek(absolute - _ZIP64_LOCATOR.size)
+        magic, _, zip64_offset, _ = _ZIP64_LOCATOR.unpack(handle.read(_ZIP64_LOCATOR.size))
+        if magic == _ZIP64_LOCATOR_MAGIC:
+            handle.seek(zip64_offset)
+            raw = handle.read(_ZIP64_END_RECORD.size)
+            if len(raw) != _ZIP64_END_RECORD.size or raw[:4] != _ZIP64_END_MAGIC:
+                raise ModelFileError("not a readable npz archive: bad zip64 end-of-directory record")
+            fields = _ZIP64_END_RECORD.unpack(raw)
+            entries, directory_size = fields[7], fields[8]
+    handle.seek(0)
+    if entries > MAX_LAYERS:
+        raise ModelFileError(f"the npz archive has {entries} members; at most {MAX_LAYERS} layers are read")
+    if directory_size > min(file_size, entries * _MAX_DIRECTORY_ENTRY_BYTES):
+        raise ModelFileError(
+            f"the zip directory declares {directory_size} bytes for {entries} members; refused"
+        )
 
 
 def _readinto_exact(stream: IO[bytes], out: np.ndarray, name: str) -> None:
@@ -301,7 +411,7 @@ def _readinto_exact(stream: IO[bytes], out: np.ndarray, name: str) -> None:
     while filled < len(view):
         n = stream.readinto(view[filled:])  # type: ignore[attr-defined]
         if not n:
-            raise ValueError(f"{name}: unexpected end of data")
+            raise ModelFileError(f"member {name!r}: unexpected end of data (truncated)")
         filled += n
 
 

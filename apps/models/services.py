@@ -1,10 +1,8 @@
 """Global models: seed upload, commit, the active pointer, and lineage walks."""
 
 import uuid
-import zipfile
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -13,6 +11,7 @@ from apps.models.models import Model, artifact_key
 from controlplane import artifacts
 from controlplane.errors import DomainError
 from controlplane.federation import federation_refusal
+from fedplane.npzcheck import ModelFileError, SizeLimits, check_model_file
 
 DEFAULT_LINEAGE_LIMIT = 10
 
@@ -21,28 +20,24 @@ class ModelError(DomainError):
     """The model file or request is refused; the message says why."""
 
 
+def seed_size_limits() -> SizeLimits:
+    return SizeLimits(
+        max_expansion=settings.FEDPLANE_MODEL_MAX_EXPANSION,
+        floor_bytes=settings.FEDPLANE_MODEL_EXPANSION_FLOOR_BYTES,
+        max_bytes=settings.FEDPLANE_MODEL_MAX_BYTES,
+    )
+
+
 def validate_npz(path: Path) -> int:
-    """Check a numpyhelper model: an .npz of arrays "0".."n-1", no pickles. Returns the layer count."""
-    if not zipfile.is_zipfile(path):
-        raise ModelError("The model is not an .npz file.")
+    """Check a numpyhelper model before reading it; returns the layer count.
+
+    Headers first (names "0".."n-1", plain numeric arrays, sizes that match the zip directory and
+    fit the size limits), then the values, streamed one block at a time: no NaN or infinity.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            expected = [str(index) for index in range(len(names))]
-            if not names or sorted(names, key=lambda n: (len(n), n)) != expected:
-                raise ModelError('The .npz must hold arrays named "0".."n-1" (numpyhelper layout).')
-            for name in names:
-                layer = archive[name]
-                if layer.dtype.kind not in "biuf":
-                    raise ModelError(
-                        f"Layer {name} has dtype {layer.dtype}; only numeric arrays are allowed."
-                    )
-    except ValueError as exc:
-        # numpy raises ValueError for object arrays when pickles are refused.
-        raise ModelError(f"The model could not be read without pickle: {exc}") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelError(f"The model file is corrupt: {exc}") from exc
-    return len(names)
+        return check_model_file(path, limits=seed_size_limits()).layers
+    except ModelFileError as exc:
+        raise ModelError(f"The model file is refused: {exc}") from exc
 
 
 def model_create_seed(*, upload: UploadedFile) -> Model:

@@ -59,7 +59,8 @@ from apps.sessions.records import (
 )
 from controlplane import artifacts
 from fedplane.aggregators import weighted_average_files
-from fedplane.numpyhelper import sha256_of
+from fedplane.aggregators.base import InvalidUpdate, ModelSpec, check_finite, open_model
+from fedplane.numpyhelper import open_layers, sha256_of
 from fedplane.roundreport import ReportStatus
 
 logger = logging.getLogger(__name__)
@@ -436,24 +437,37 @@ class Reduced:
 
 
 def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
-    """Combine the combiners' models weighted by their examples into a stored artifact."""
+    """Combine the combiners' models weighted by their examples into a stored artifact.
+
+    Each combiner's model is checked before it is used: headers first, then layer for layer
+    against the round's global model, then its values (no NaN or infinity) while it is read.
+    A model that fails raises InvalidUpdate naming the combiner.
+    """
     started = timezone.now()
-    if len(reports) == 1:
-        # One combiner: its model is the new global model; adopt the artifact as it is.
-        model_id = uuid.UUID(reports[0].model_id or "")
-        key = artifact_key(model_id)
-        size, sha256 = artifacts.digest(key)
-    else:
-        model_id = uuid.uuid4()
-        key = artifact_key(model_id)
-        with tempfile.TemporaryDirectory(prefix="fedplane-reduce-") as workdir:
-            inputs = []
-            for report in reports:
-                local = Path(workdir) / f"{report.model_id}.npz"
-                artifacts.download(artifact_key(report.model_id or ""), local)
-                inputs.append((local, report.num_examples))
+    with tempfile.TemporaryDirectory(prefix="fedplane-reduce-") as workdir:
+        spec = round_model_spec(current, Path(workdir))
+        inputs = []
+        for report in reports:
+            local = Path(workdir) / f"{report.model_id}.npz"
+            artifacts.download(artifact_key(report.model_id or ""), local)
+            inputs.append((local, report.num_examples))
+        labels = [f"the model of combiner {report.combiner}" for report in reports]
+        if len(reports) == 1:
+            # One combiner: its model is the new global model; adopt the artifact once checked.
+            local = inputs[0][0]
+            try:
+                with open_model(local, spec, what="the file") as reader:
+                    check_finite(reader)
+            except ValueError as exc:
+                raise InvalidUpdate(f"{labels[0]}: {exc}") from exc
+            model_id = uuid.UUID(reports[0].model_id or "")
+            key = artifact_key(model_id)
+            size, sha256 = local.stat().st_size, sha256_of(local)
+        else:
+            model_id = uuid.uuid4()
+            key = artifact_key(model_id)
             combined = Path(workdir) / "combined.npz"
-            weighted_average_files(inputs, combined)
+            weighted_average_files(inputs, combined, expected=spec, labels=labels)
             # Hash the local file: reading the stored copy back would move the model twice.
             size, sha256 = combined.stat().st_size, sha256_of(combined)
             artifacts.save(key, combined)
@@ -466,6 +480,19 @@ def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
         "participants_clients": sorted({p for r in reports for p in r.report.get("participants", [])}),
     }
     return Reduced(model_id, key, size, sha256, round_data)
+
+
+def round_model_spec(current: Round, workdir: Path) -> ModelSpec:
+    """Layer shapes and dtypes of the model the round trained from, read from its headers."""
+    model = Model.objects.find(current.round_config.get("model_id", "")) or model_get_active()
+    if model is None:
+        raise RuntimeError(
+            f"round {current.round_id} has no global model to check the combined models against"
+        )
+    local = workdir / "global.npz"
+    artifacts.download(model.artifact.name, local)
+    with open_layers(local) as reader:
+        return ModelSpec.of(reader)
 
 
 def send_validation(

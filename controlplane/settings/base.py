@@ -112,6 +112,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 FEDPLANE_MAX_UPLOAD_BYTES = env_int("FEDPLANE_MAX_UPLOAD_BYTES", 4 * 1024**3)
+# What a seed model's array headers may declare: max(expansion x file size, floor), capped at max
+# (fedplane/npzcheck.py SizeLimits). Trained weights deflate ~1.1x; a seed of zeros ~1000x.
+FEDPLANE_MODEL_MAX_EXPANSION = env_int("FEDPLANE_MODEL_MAX_EXPANSION", 8)
+FEDPLANE_MODEL_EXPANSION_FLOOR_BYTES = env_int("FEDPLANE_MODEL_EXPANSION_FLOOR_BYTES", 256 * 1024**2)
+FEDPLANE_MODEL_MAX_BYTES = env_int("FEDPLANE_MODEL_MAX_BYTES", 4 * 1024**3)
 
 # The network as FEDn's /get_client_config describes it.
 FEDPLANE_NETWORK_ID = env_str("FEDPLANE_NETWORK_ID", "fedn-network")

@@ -14,10 +14,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedplane import numpyhelper
+from fedplane.npzcheck import BLOCK_ELEMS, FiniteCheck, find_non_finite
 from fedplane.numpyhelper import LayerReader
 
-# Blocks small enough to stay in L2 cache while a block is read, checked and folded.
-BLOCK_ELEMS = 1 << 16
+__all__ = [
+    "BLOCK_ELEMS",
+    "Aggregator",
+    "FiniteCheck",
+    "InvalidUpdate",
+    "ModelSpec",
+    "check_finite",
+    "open_model",
+]
 
 _FLOAT_KINDS = "f"
 _INTEGER_KINDS = "iub"
@@ -134,33 +142,11 @@ def open_model(path: Path, spec: ModelSpec | None, what: str = "update") -> Laye
     return reader
 
 
-class FiniteCheck:
-    """Cheap all-finite test for cache-resident blocks: ``x · 0`` is NaN iff some ``x`` is not finite."""
-
-    def __init__(self, block_elems: int = BLOCK_ELEMS) -> None:
-        self._zeros = {np.dtype(t): np.zeros(block_elems, dtype=t) for t in (np.float32, np.float64)}
-
-    def __call__(self, block: np.ndarray) -> bool:
-        if block.dtype.kind not in _FLOAT_KINDS:
-            return True
-        zeros = self._zeros.get(block.dtype)
-        if zeros is None or block.size > zeros.size:
-            return bool(np.isfinite(block).all())
-        with np.errstate(invalid="ignore"):
-            return bool(np.isfinite(np.dot(block, zeros[: block.size])))
-
-
 def check_finite(reader: LayerReader, block_elems: int = BLOCK_ELEMS) -> None:
     """Read the whole update once, without keeping it, and refuse NaN or infinity."""
-    finite = FiniteCheck(block_elems)
-    for i, dtype in enumerate(reader.dtypes):
-        if dtype.kind not in _FLOAT_KINDS:
-            continue
-        for start, block in reader.iter_blocks(i, block_elems):
-            if not finite(block):
-                raise InvalidUpdate(
-                    f"layer {i} has non-finite values (in elements {start}..{start + block.size - 1})"
-                )
+    problem = find_non_finite(reader, block_elems)
+    if problem is not None:
+        raise InvalidUpdate(problem)
 
 
 def to_output(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -20,6 +20,7 @@ from fedplane.aggregators.base import (
     open_model,
     to_output,
 )
+from fedplane.npzcheck import non_finite_message
 from fedplane.numpyhelper import LayerReader
 
 try:  # BLAS axpy folds a block in one pass with no temporary; numpy is the fallback
@@ -105,9 +106,7 @@ class FedAvg(Aggregator):
 
         def refuse_non_finite(layer: int, start: int, block: np.ndarray) -> None:
             if not finite(block):
-                raise InvalidUpdate(
-                    f"layer {layer} has non-finite values (in elements {start}..{start + block.size - 1})"
-                )
+                raise InvalidUpdate(non_finite_message(layer, reader.names[layer], start, block))
 
         numpyhelper.save_blocks(reader, plain, BLOCK_ELEMS, on_block=refuse_non_finite)
         return plain
@@ -136,23 +135,40 @@ class FedAvg(Aggregator):
         self._sum = None
 
 
-def weighted_average_files(paths_and_weights: list[tuple[Path, int]], out_path: Path) -> None:
+def weighted_average_files(
+    paths_and_weights: list[tuple[Path, int]],
+    out_path: Path,
+    *,
+    expected: ModelSpec | None = None,
+    labels: list[str] | None = None,
+) -> None:
     """Write the weighted mean of several model files (e.g. the combiners' models of one round).
 
-    Streams like ``fedavg``: memory is one model plus one block. The first file sets the
-    expected shapes and output dtypes; a mismatching or non-finite file raises ``InvalidUpdate``.
+    Streams like ``fedavg``: memory is one model plus one block. Every file must match
+    ``expected`` (the round's global model), or the first file when it is not given; a
+    mismatching, unreadable or non-finite file raises ``InvalidUpdate`` naming its label.
     """
     if not paths_and_weights:
         raise ValueError("no models to average")
+    names = labels or [str(path) for path, _ in paths_and_weights]
     weights = [check_num_examples(weight) for _, weight in paths_and_weights]
-    first = Path(paths_and_weights[0][0])
-    with open_model(first, None, what="model") as reader:
-        spec = ModelSpec.of(reader)
+    spec = expected
+    if spec is None:
+        try:
+            with open_model(Path(paths_and_weights[0][0]), None, what="the file") as reader:
+                spec = ModelSpec.of(reader)
+        except ValueError as exc:
+            raise InvalidUpdate(f"{names[0]}: {exc}") from exc
     total = WeightedSum(spec)
-    for (path, _), weight in zip(paths_and_weights, weights, strict=True):
-        with open_model(Path(path), spec, what="model") as reader:
-            check_finite(reader)
-            total.fold(reader, weight)
+    for (path, _), weight, name in zip(paths_and_weights, weights, names, strict=True):
+        try:
+            with open_model(Path(path), spec, what="the file") as reader:
+                check_finite(reader)
+                total.fold(reader, weight)
+        except InvalidUpdate as exc:
+            raise InvalidUpdate(f"{name}: {exc}") from exc
+        except ValueError as exc:  # damaged data found while streaming
+            raise InvalidUpdate(f"{name} could not be read: {exc}") from exc
     total.mean_in_place()
     numpyhelper.save(total.shaped(), out_path)
 

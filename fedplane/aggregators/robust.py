@@ -31,6 +31,7 @@ from fedplane.aggregators.base import (
     parse_params,
     to_output,
 )
+from fedplane.npzcheck import non_finite_message
 from fedplane.numpyhelper import LayerReader
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ class SpooledAggregator(Aggregator):
                 for i, dtype in enumerate(layout.dtypes):
                     for start, block in reader.iter_blocks(i, BLOCK_ELEMS):
                         if not finite(block):
-                            raise InvalidUpdate(
-                                f"layer {i} has non-finite values (in elements {start}..{start + block.size - 1})"
-                            )
+                            raise InvalidUpdate(non_finite_message(i, reader.names[i], start, block))
                         spool.write(np.ascontiguousarray(block, dtype=dtype).data)
         except BaseException:
             path.unlink(missing_ok=True)
