@@ -323,7 +323,9 @@ class RoundHandler:
             started = time.monotonic()
             try:
                 current.aggregator.add(update_path, num_examples)
-            except ValueError as exc:  # InvalidUpdate is a ValueError
+            except ValueError as exc:  # InvalidUpdate and ModelFileError are ValueErrors
+                # The task is answered: the round stops waiting for it, and the controller hears why.
+                self._refuse(update, f"the model file is refused: {exc}")
                 raise UpdateRejected(
                     grpc.StatusCode.INVALID_ARGUMENT, f"model update refused: {exc}"
                 ) from exc

@@ -214,7 +214,10 @@ class NpzArchive:
             if not entry.compressed:
                 entry.data_offset = self._member_data_offset(info) + header_len
                 if entry.data_offset + entry.nbytes > self._file_size:
-                    raise ModelFileError(f"{member} extends past the end of the file (truncated)")
+                    raise ModelFileError(
+                        f"{member}: declared shape {shape} dtype {dtype} extends past the end of the file "
+                        "(truncated)"
+                    )
             entries.append(entry)
         return entries
 

@@ -67,13 +67,16 @@ class ModelSpec:
     def check(self, reader: LayerReader) -> None:
         if len(reader) != len(self.shapes):
             raise InvalidUpdate(f"update has {len(reader)} layers, the global model has {len(self.shapes)}")
-        for i, (shape, dtype, want_shape, want_dtype) in enumerate(
-            zip(reader.shapes, reader.dtypes, self.shapes, self.dtypes, strict=True)
+        for i, (name, shape, dtype, want_shape, want_dtype) in enumerate(
+            zip(reader.names, reader.shapes, reader.dtypes, self.shapes, self.dtypes, strict=True)
         ):
-            if shape != want_shape:
-                raise InvalidUpdate(f"layer {i} has shape {shape}, the global model has {want_shape}")
-            if not _same_kind(dtype, want_dtype):
-                raise InvalidUpdate(f"layer {i} has dtype {dtype}, the global model has {want_dtype}")
+            if shape != want_shape or not _same_kind(dtype, want_dtype):
+                what = "shape" if shape != want_shape else "dtype"
+                raise InvalidUpdate(
+                    f"layer {i} (member {name!r}) has {what} {shape if what == 'shape' else dtype}: "
+                    f"declared shape {shape} dtype {dtype}, the global model has shape {want_shape} "
+                    f"dtype {want_dtype}"
+                )
 
 
 def _same_kind(dtype: np.dtype, reference: np.dtype) -> bool:
