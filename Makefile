@@ -153,7 +153,7 @@ services-status: ## show which services run
 demo: install ## set up and train examples/digits on the embedded defaults (ARGS="--serve", "--auth", ...)
 	FEDPLANE_DEMO=1 scripts/demo.sh $(ARGS)
 
-serve: install ## migrate, then run the controller (http://127.0.0.1:8092), a Celery worker and a beat until Ctrl-C
+serve: install ## migrate, collectstatic, then run the controller (gunicorn, http://127.0.0.1:8092), a Celery worker and a beat until Ctrl-C
 	FEDPLANE_DEMO=1 $(PY) scripts/demo.py --serve-only $(ARGS)
 
 clean: ## stop services, remove var/ and build leftovers (keeps .venv)

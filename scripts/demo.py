@@ -1,6 +1,6 @@
 """Run a whole federation on this machine and train the digits example.
 
-Starts the controller, a Celery worker, a Celery beat, one combiner and three clients on the
+Starts the controller (gunicorn), a Celery worker, a Celery beat, one combiner and three clients on the
 embedded defaults (SQLite, files under var/demo, Celery's filesystem broker), uploads
 examples/digits, runs a 5-round session, prints a table per round and stops everything it
 started. With --serve the control plane stays up until Ctrl-C. --serve-only (`make serve`) starts
@@ -124,9 +124,19 @@ def wait_for(what: str, predicate, timeout: float, federation: Federation) -> No
     raise SystemExit(f"Timed out after {timeout:.0f} s waiting for {what}; logs are in {federation.logs}")
 
 
+def prepare_database_and_static(federation: Federation) -> None:
+    """Migrate, and collect the static files the controller serves itself (hashed and compressed)."""
+    federation.run(PY, "manage.py", "migrate", "-v0")
+    federation.run(PY, "manage.py", "collectstatic", "--noinput", "-v0")
+
+
 def start_control_plane(federation: Federation, api: APIClient) -> None:
-    """The controller, a Celery worker and a Celery beat, each a process of its own."""
-    federation.start("controller", PY, "manage.py", "runserver", f"127.0.0.1:{federation.port}", "--noreload")
+    """The controller (gunicorn), a Celery worker and a Celery beat, each a process of its own."""
+    federation.start(
+        "controller",
+        *(PY, "-m", "gunicorn", "-c", str(ROOT / "controlplane" / "gunicorn_conf.py")),
+        *("--bind", f"127.0.0.1:{federation.port}"),
+    )
     federation.start(
         "worker",
         *(PY, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo"),
@@ -148,11 +158,11 @@ def serve_only(args: argparse.Namespace) -> int:
     federation = Federation(var_dir, args.port, args.combiner_port, 0)
     url = f"http://127.0.0.1:{args.port}"
     try:
-        federation.run(PY, "manage.py", "migrate", "-v0")
+        prepare_database_and_static(federation)
         print(f"Starting the controller, a Celery worker and a Celery beat (logs in {federation.logs}) ...")
         start_control_plane(federation, APIClient("127.0.0.1", args.port))
         print(f"Admin:    {url}/admin/   (an admin user: {PY} manage.py createsuperuser)")
-        print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
+        print(f"API:      {url}/api/v1/   docs {url}/api/docs/ and {url}/api/redoc/")
         print("Serving; press Ctrl-C to stop everything.")
         while True:
             federation.check_alive()
@@ -236,8 +246,8 @@ def main() -> int:
     began = time.monotonic()
     serving = False
     try:
-        print("Preparing the database ...")
-        federation.run(PY, "manage.py", "migrate", "-v0")
+        print("Preparing the database and the static files ...")
+        prepare_database_and_static(federation)
         subprocess.run(
             [
                 PY,
@@ -367,7 +377,7 @@ def main() -> int:
         print(f"\nSession {session['status']}: {session.get('status_reason', '')}")
         print(f"Total time {time.monotonic() - began:.0f} s\n")
         print(f"Admin:    {url}/admin/   user admin, password {password}")
-        print(f"API:      {url}/api/v1/   docs {url}/api/docs/")
+        print(f"API:      {url}/api/v1/   docs {url}/api/docs/ and {url}/api/redoc/")
         if args.auth:
             print(
                 f"Token:    export FEDN_AUTH_TOKEN=$(cat {token_files['operator']})"

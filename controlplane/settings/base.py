@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI and ReDoc as static files of our own: /api/docs/ loads nothing from another host.
+    "drf_spectacular_sidecar",
     "storages",
     "django_celery_beat",
     "django_celery_results",
@@ -39,6 +41,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL or unpaired surrogates in the path, query or headers: 400 before anything reads them.
+    "controlplane.api.hardening.RefuseUnstorableInput",
+    # Static files answered before sessions or auth touch the request (STATIC_ROOT, collectstatic).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -104,6 +110,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# The application serves its own static files (WhiteNoise) from STATIC_ROOT, which
+# `manage.py collectstatic` fills (make demo and make serve run it); the storage is in storage.py.
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

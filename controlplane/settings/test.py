@@ -14,6 +14,14 @@ CELERY_BROKER_URL = os.environ.get("FEDPLANE_TEST_CELERY_BROKER_URL", "memory://
 CELERY_BROKER_TRANSPORT = None
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_RESULT_BACKEND = "cache+memory://"
+# In-process tests render pages without running collectstatic: plain names, files found by the
+# finders on request. The browser tests check the collected, hashed files under gunicorn.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True
 
 if DATABASES["default"]["ENGINE"] == SQLITE_ENGINE:  # noqa: F405
     # A file, not Django's shared in-memory connection: live-server threads then get connections

@@ -402,7 +402,7 @@ def test_a_good_upload_after_bad_ones_still_works(network: Network, artifact_sto
 # ---------------------------------------------------------------- the sweep over every URL
 
 # Pages that are not API routes: HTML by design (admin, docs, login), text (/health) or a redirect.
-NOT_API = re.compile(r"^/(admin/|api/schema|api/docs|api-auth/|health|$)")
+NOT_API = re.compile(r"^/(admin/|api/schema|api/docs|api/redoc|api-auth/|health|$)")
 # Routes that answer a file when the id is real.
 DOWNLOADS = re.compile(r"^/(download_package|api/v1/models/[^/]+/download)")
 GROUP = re.compile(r"\(\?P<(\w+)>[^()]*\)")

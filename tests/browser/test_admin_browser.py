@@ -1,19 +1,27 @@
-"""The operator console in a real browser: log in, look at the dashboard and a session page.
+"""The operator console in a real browser, served as users run it (gunicorn, static files from the
+application): log in, look at the dashboard, a session and a round with their stylesheets loaded,
+and read the API docs with every request to another host blocked.
 
-Drives Debian's /usr/bin/chromium through Playwright (no downloaded browser build) against
-pytest-django's live_server, and keeps screenshots under var/screenshots/ for a person to look at.
+Drives Debian's /usr/bin/chromium through Playwright (no downloaded browser build) and keeps
+screenshots under var/screenshots/ for a person to look at.
 """
 
+from __future__ import annotations
+
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from apps.models.tests.test_admin import make_seed
 from apps.packages.tests.test_admin import make_package
 from apps.sessions.tests.test_admin import build_finished_session
+from tests.browser.served import ServedController
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -28,6 +36,11 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 # Milliseconds; every browser wait ends by then.
 BROWSER_TIMEOUT_MS = 20_000
+PASSWORD = "a-long-password"
+LOOPBACK = {"127.0.0.1", "localhost"}
+# collectstatic's hashed names: base.96c479cedf7a.css
+HASHED_CSS = re.compile(r"/static/.+\.[0-9a-f]{12}\.css$")
+TRANSPARENT = "rgba(0, 0, 0, 0)"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -35,12 +48,57 @@ pytestmark = [
         reason="no /usr/bin/chromium: install Debian's chromium (apt-get install -y chromium)",
     ),
     pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(180),
 ]
 
 
+class Browsing:
+    """A page that refuses every request to a host other than the server's, and keeps the answers."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.blocked: list[str] = []
+        self.responses: list[Any] = []
+        page.route("**/*", self.only_loopback)
+        page.on("response", self.keep)
+
+    def only_loopback(self, route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in LOOPBACK:
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def keep(self, response: Any) -> None:
+        self.responses.append(response)
+
+    def stylesheets(self) -> list[Any]:
+        return [r for r in self.responses if r.request.resource_type == "stylesheet"]
+
+    def assert_admin_styled(self) -> None:
+        """The admin's stylesheets arrived as CSS under hashed names and took effect."""
+        page = self.page
+        page.wait_for_load_state("load")
+        sheets = self.stylesheets()
+        assert sheets, "the page asked for no stylesheet"
+        for sheet in sheets:
+            assert sheet.status == 200, f"{sheet.url} answered {sheet.status}"
+            assert sheet.headers.get("content-type", "").startswith("text/css"), sheet.url
+            assert HASHED_CSS.search(urlsplit(sheet.url).path), f"{sheet.url} is not a collected name"
+        assert any("/static/admin/css/base." in sheet.url for sheet in sheets)
+        assert page.evaluate("document.styleSheets.length") >= 1
+        # base.css colours the header; an unstyled page leaves it transparent.
+        header = page.evaluate("getComputedStyle(document.querySelector('#header')).backgroundColor")
+        assert header != TRANSPARENT, "the admin header has no background: base.css did not apply"
+        font = page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "Times" not in font, f"the body keeps the browser's default font ({font})"
+        assert not self.blocked, f"requests to other hosts: {self.blocked}"
+        self.responses.clear()
+
+
 @pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def browsing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browsing]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     # Playwright's sync API runs an event loop in this thread; the test's ORM calls are still synchronous.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -51,33 +109,50 @@ def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            yield page
+            yield Browsing(page)
         finally:
             browser.close()
 
 
-def test_dashboard_and_session_page_in_chromium(
-    live_server: Any, browser_page: Any, django_user_model: Any, fs_storage: Any
+def create_operator(django_user_model: Any) -> None:
+    """A superuser whose password the served controller can check: the test settings hash with MD5,
+    which the production settings do not accept."""
+    user = django_user_model.objects.create_superuser("operator", "operator@example.org")
+    hasher = PBKDF2PasswordHasher()
+    user.password = hasher.encode(PASSWORD, hasher.salt())
+    user.save(update_fields=["password"])
+
+
+def log_in(browsing: Browsing, served: ServedController) -> None:
+    page = browsing.page
+    page.goto(f"{served.url}/admin/login/?next=/admin/")
+    browsing.assert_admin_styled()
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{served.url}/admin/")
+
+
+def test_admin_pages_are_styled_by_the_served_static_files(
+    served: ServedController, browsing: Browsing, django_user_model: Any, fs_storage: Any
 ) -> None:
-    django_user_model.objects.create_superuser("operator", "operator@example.org", "a-long-password")
+    create_operator(django_user_model)
     make_package("digits")
     make_seed()
     session = build_finished_session()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page = browser_page
+    page = browsing.page
 
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-    page.fill("#id_username", "operator")
-    page.fill("#id_password", "a-long-password")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
+    log_in(browsing, served)
+    browsing.assert_admin_styled()
     dashboard = page.locator("#fp-dashboard")
     assert dashboard.is_visible()
     assert "digits" in dashboard.inner_text()
     assert "digits-run" in dashboard.inner_text()
     page.screenshot(path=str(SCREENSHOTS / "admin_dashboard.png"), full_page=True)
 
-    page.goto(f"{live_server.url}/admin/fl_sessions/session/{session.pk}/change/")
+    page.goto(f"{served.url}/admin/fl_sessions/session/{session.pk}/change/")
+    browsing.assert_admin_styled()
     charts = page.locator("#fp-session-charts svg")
     assert charts.count() == 2
     for index in range(2):
@@ -91,5 +166,31 @@ def test_dashboard_and_session_page_in_chromium(
     # From the rounds table to a round and its combiner reports.
     page.locator("#fp-session-rounds tbody tr").first.locator("a").first.click()
     page.wait_for_url("**/admin/fl_sessions/round/*/change/")
+    browsing.assert_admin_styled()
     assert "north" in page.locator("#reports-group").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "admin_round.png"), full_page=True)
+
+    page.goto(f"{served.url}/admin/fl_sessions/round/")
+    browsing.assert_admin_styled()
+    page.screenshot(path=str(SCREENSHOTS / "admin_round_list.png"), full_page=True)
+
+
+def test_api_docs_render_from_the_servers_own_files(served: ServedController, browsing: Browsing) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browsing.page
+
+    page.goto(f"{served.url}/api/docs/")
+    # Operations appear only once Swagger UI's script ran and read the schema.
+    operations = page.locator(".swagger-ui .opblock")
+    operations.first.wait_for(state="visible")
+    assert operations.count() > 20
+    assert "fedplane control plane API" in page.locator(".swagger-ui .info .title").inner_text()
+    assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in r.url for r in browsing.stylesheets())
+    page.screenshot(path=str(SCREENSHOTS / "api_docs.png"))
+    assert not browsing.blocked, f"Swagger UI asked other hosts for {browsing.blocked}"
+
+    page.goto(f"{served.url}/api/redoc/")
+    page.locator("redoc h1", has_text="fedplane control plane API").wait_for(state="visible")
+    assert page.locator("redoc [role=menuitem]").count() > 20
+    page.screenshot(path=str(SCREENSHOTS / "api_redoc.png"))
+    assert not browsing.blocked, f"ReDoc asked other hosts for {browsing.blocked}"
