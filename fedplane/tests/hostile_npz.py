@@ -89,11 +89,12 @@ def savez(layers: dict[str, np.ndarray], compressed: bool = False, allow_pickle:
     return out.getvalue()
 
 
-def bomb_by_ratio(declared_bytes: int = 3 * GIB) -> bytes:
+def bomb_by_ratio(declared_bytes: int = 3 * GIB, valid_crc: bool = False) -> bytes:
     """One float32 layer of deflated zeros: about 1 KiB of file per MiB declared (3 GiB in ~3 MB).
 
     After a full flush deflate output depends on nothing before it, so one compressed MiB of
-    zeros is repeated rather than compressing gigabytes.
+    zeros is repeated rather than compressing gigabytes. The CRC is only computed when asked
+    (it costs a pass over the declared bytes): a check must refuse a bomb before reading it.
     """
     mib = 1 << 20
     assert declared_bytes % mib == 0
@@ -103,7 +104,12 @@ def bomb_by_ratio(declared_bytes: int = 3 * GIB) -> bytes:
     chunk = deflate.compress(bytes(mib)) + deflate.flush(zlib.Z_FULL_FLUSH)
     tail = deflate.flush()
     stream = head + chunk * (declared_bytes // mib) + tail
-    return zip_of([("0.npy", stream, len(header) + declared_bytes, zipfile.ZIP_DEFLATED)])
+    crc = 0
+    if valid_crc:
+        crc = zlib.crc32(header)
+        for _ in range(declared_bytes // mib):
+            crc = zlib.crc32(bytes(mib), crc)
+    return zip_of([("0.npy", stream, len(header) + declared_bytes, zipfile.ZIP_DEFLATED)], crc=crc)
 
 
 def bomb_by_shape(elements: int = 10**12, consistent: bool = True) -> bytes:

@@ -73,9 +73,9 @@ def test_zero_d_layers_are_accepted_and_averaged(tmp_path: Path) -> None:
 
 def test_a_seed_of_zeros_passes_up_to_the_floor(tmp_path: Path) -> None:
     """Zeros compress ~1000x: a legitimate seed, admitted by the floor, not by the ratio."""
-    content = hostile.bomb_by_ratio(64 << 20)
+    content = hostile.bomb_by_ratio(64 << 20, valid_crc=True)
     assert len(content) < (1 << 20)
-    summary = check_model_file(write(tmp_path, content), limits=LIMITS, finite=False)
+    summary = check_model_file(write(tmp_path, content), limits=LIMITS)
     assert summary.declared_bytes == 64 << 20
 
 
@@ -107,7 +107,7 @@ def test_bomb_by_compression_ratio_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_expansion_limit_follows_the_file_size(tmp_path: Path) -> None:
-    content = hostile.bomb_by_ratio(64 << 20)
+    content = hostile.bomb_by_ratio(64 << 20, valid_crc=True)
     tight = SizeLimits(max_expansion=8, floor_bytes=1 << 20, max_bytes=1 << 30)
     assert "over the limit" in refused(tmp_path, content, tight)
     capped = SizeLimits(max_expansion=1000, floor_bytes=1 << 30, max_bytes=32 << 20)
