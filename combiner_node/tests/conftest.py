@@ -225,10 +225,21 @@ class TestClient:
         *,
         correlation_id: str | None = None,
     ) -> fedn_pb2.Response:
-        update_id = str(uuid.uuid4())
-        path = tmp_dir / f"{update_id}.npz"
+        path = tmp_dir / f"{uuid.uuid4()}.npz"
         save_model(path, layers)
-        self.upload_bytes(update_id, path.read_bytes())
+        return self.send_update_bytes(task, path.read_bytes(), num_examples, correlation_id=correlation_id)
+
+    def send_update_bytes(
+        self,
+        task: fedn_pb2.TaskRequest,
+        payload: bytes,
+        num_examples: Any,
+        *,
+        correlation_id: str | None = None,
+    ) -> fedn_pb2.Response:
+        """Upload ``payload`` as the update file, whatever it holds, and send the update for ``task``."""
+        update_id = str(uuid.uuid4())
+        self.upload_bytes(update_id, payload)
         meta = {"training_metadata": {"num_examples": num_examples}, "config": task.data}
         update = fedn_pb2.ModelUpdate(
             sender=self.identity,
