@@ -1,3 +1,5 @@
+from fedplane.roundreport import ReportStatus
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "apps.identity.authentication.RevocableJWTAuthentication",
@@ -26,8 +28,16 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    # The UIs' files come from drf_spectacular_sidecar's static files, never from a CDN.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
+    # Statuses of different things, each its own enum component.
+    "ENUM_NAME_OVERRIDES": {
+        "ClientStatusEnum": "apps.clients.choices.ClientStatus",
+        "SessionStatusEnum": "apps.sessions.choices.SessionStatus",
+        "RoundStatusEnum": "apps.sessions.choices.RoundStatus",
+        "ReportStatusEnum": [status.value for status in ReportStatus],
+    },
+    # Enum components first (drf-spectacular's default), then the error answers of every route.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.api.schema.add_error_responses",
+    ],
 }

@@ -2,7 +2,8 @@
 
 from django.conf import settings
 from django.db.models import Count, Q
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,10 +18,89 @@ from apps.packages.services import package_get_active
 from controlplane.api.auth import IsClientRole, bound_subject, require_speaks_for
 from controlplane.api.fields import as_http_date
 from controlplane.api.legacy import failure, json_body, required_param, window
+from controlplane.api.schema import LEGACY_PAGING, error, errors, fedn_route, query
+from controlplane.api.serializers import ErrorSerializer
 
 ADD_CLIENT_KEYS = {"client_id", "preferred_combiner", "name", "package"}
 
 
+class AddClientRequestSerializer(serializers.Serializer):
+    client_id = serializers.CharField(
+        required=False, help_text="The client's name (FEDn 0.9.5 sends it here)."
+    )
+    name = serializers.CharField(required=False)
+    preferred_combiner = serializers.JSONField(
+        required=False, help_text="A combiner's name, or false or null for the least-packed one."
+    )
+    package = serializers.CharField(required=False, help_text="Accepted and ignored, as in FEDn.")
+
+
+class ClientAssignmentSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["assigned"])
+    host = serializers.CharField(help_text="The combiner's address.")
+    fqdn = serializers.CharField(allow_null=True)
+    package = serializers.ChoiceField(choices=["remote"])
+    ip = serializers.CharField()
+    port = serializers.IntegerField()
+    certificate = serializers.CharField(allow_null=True, help_text="Base64 PEM, when TLS is on.")
+    helper_type = serializers.CharField()
+
+
+class RetrySerializer(serializers.Serializer):
+    success = serializers.BooleanField(help_text="Always false.")
+    status = serializers.ChoiceField(choices=["retry"])
+    message = serializers.CharField()
+
+
+class LegacyClientSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The client's name.")
+    combiner = serializers.CharField(allow_null=True)
+    combiner_preferred = serializers.JSONField(help_text="The combiner the client asked for, or false.")
+    ip = serializers.CharField()
+    status = serializers.CharField()
+    last_seen = serializers.CharField(help_text='RFC 822 date, or "" when never seen.')
+
+
+class LegacyClientListSerializer(serializers.Serializer):
+    result = LegacyClientSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class ActiveClientListSerializer(serializers.Serializer):
+    result = ClientSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class ClientConfigSerializer(serializers.Serializer):
+    network_id = serializers.CharField()
+    discover_host = serializers.CharField()
+    discover_port = serializers.IntegerField()
+    checksum = serializers.CharField(required=False, help_text='sha256 of the active package; "" when none.')
+
+
+class CombinersDataRequestSerializer(serializers.Serializer):
+    combiners = serializers.ListField(
+        child=serializers.CharField(), allow_null=True, help_text="Names, or null for every client."
+    )
+
+
+class CombinerClientCountSerializer(serializers.Serializer):
+    combiner = serializers.CharField(allow_null=True)
+    count = serializers.IntegerField()
+
+
+class CombinersDataSerializer(serializers.Serializer):
+    result = CombinerClientCountSerializer(many=True)
+
+
+@fedn_route(
+    request=AddClientRequestSerializer,
+    responses={
+        200: ClientAssignmentSerializer,
+        203: OpenApiResponse(RetrySerializer, description="No compute package yet: retry later."),
+        400: error(400, "A body FEDn would refuse, an unknown combiner, or no combiner available."),
+    },
+)
 @api_view(["POST"])
 @permission_classes([IsClientRole])
 def add_client(request: Request) -> Response:
@@ -54,6 +134,10 @@ def add_client(request: Request) -> Response:
     return Response(assignment_answer(combiner, package.helper))
 
 
+@fedn_route(
+    parameters=[*LEGACY_PAGING, query("status", "Only clients in this status.")],
+    responses={200: LegacyClientListSerializer},
+)
 @api_view(["GET"])
 def list_clients(request: Request) -> Response:
     clients = Client.objects.select_related("combiner").order_by("-last_seen", "-pk")
@@ -73,6 +157,10 @@ def list_clients(request: Request) -> Response:
     return Response({"result": result, "count": clients.count()})
 
 
+@fedn_route(
+    parameters=[query("combiner", "The combiner's name.", required=True)],
+    responses={200: ActiveClientListSerializer, **errors(400), 404: error(404, "No such combiner.")},
+)
 @api_view(["GET"])
 def get_active_clients(request: Request) -> Response:
     """Online clients of one combiner (this route always failed in FEDn 0.9.5)."""
@@ -84,6 +172,10 @@ def get_active_clients(request: Request) -> Response:
     return Response({"result": ClientSerializer(clients, many=True).data, "count": clients.count()})
 
 
+@fedn_route(
+    parameters=[query("checksum", 'Anything but "false" adds the active package\'s checksum.')],
+    responses={200: ClientConfigSerializer},
+)
 @api_view(["GET"])
 def get_client_config(request: Request) -> Response:
     """What a client's settings file needs to find the controller."""
@@ -98,6 +190,10 @@ def get_client_config(request: Request) -> Response:
     return Response(config)
 
 
+@fedn_route(
+    request=CombinersDataRequestSerializer,
+    responses={200: CombinersDataSerializer, 400: ErrorSerializer},
+)
 @api_view(["POST"])
 def list_combiners_data(request: Request) -> Response:
     """Online clients per listed combiner; with null, every client grouped by combiner (FEDn's combiner route)."""

@@ -6,7 +6,7 @@ combiners app itself knows nothing of clients.
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -34,7 +34,20 @@ class ClientReportSerializer(StrictSerializer):
 
 
 class CombinerPresenceViewSet(CombinerViewSet):
-    @extend_schema(request=ClientReportSerializer, responses={200: {"type": "object"}})
+    @extend_schema(
+        request=ClientReportSerializer,
+        responses={
+            200: inline_serializer(
+                "ClientReportApplied",
+                {
+                    "updated": serializers.IntegerField(),
+                    "offline": serializers.IntegerField(
+                        required=False, help_text="With `complete`: clients set offline as not listed."
+                    ),
+                },
+            )
+        },
+    )
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def clients(self, request: Request, pk: Any = None) -> Response:
         """A combiner's presence report (a snapshot, or transitions); a combiner token reports only its own."""

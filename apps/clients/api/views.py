@@ -1,9 +1,11 @@
 from apps.clients.api.serializers import ClientSerializer
 from apps.clients.filtersets import ClientFilterSet
 from apps.clients.models import Client
+from controlplane.api.schema import read_routes
 from controlplane.api.viewsets import FednReadViewSet
 
 
+@read_routes(ClientSerializer)
 class ClientViewSet(FednReadViewSet):
     queryset = Client.objects.select_related("combiner")
     serializer_class = ClientSerializer

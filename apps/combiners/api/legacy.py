@@ -1,6 +1,6 @@
 """FEDn's legacy combiner routes."""
 
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -10,14 +10,62 @@ from apps.combiners.services import combiner_register, combiner_registration_ans
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
 from controlplane.api.fields import as_plain
 from controlplane.api.legacy import failure, json_body, required_param, window
+from controlplane.api.schema import LEGACY_PAGING, error, errors, fedn_route, query
 
 ADD_COMBINER_KEYS = {"combiner_id", "address", "fqdn", "port", "secure_grpc", "max_clients"}
+
+
+class AddCombinerRequestSerializer(serializers.Serializer):
+    combiner_id = serializers.CharField(help_text="The combiner's name.")
+    address = serializers.CharField()
+    port = serializers.JSONField(help_text="An integer, or its digits as a string.")
+    fqdn = serializers.CharField(required=False, allow_null=True)
+    secure_grpc = serializers.BooleanField(required=False)
+    max_clients = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class CombinerRegistrationSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    status = serializers.ChoiceField(choices=["added"])
+    storage = serializers.DictField(help_text="{storage_type, storage_config}: where models are stored.")
+    statestore = serializers.DictField(help_text="{type, network_id}.")
+    certificate = serializers.CharField(allow_null=True, help_text="Base64 PEM, when TLS is on.")
+    key = serializers.CharField(allow_null=True)
+
+
+class LegacyCombinerSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    updated_at = serializers.CharField(help_text="`2024-05-22 14:49:40.123456`, UTC.")
+
+
+class LegacyCombinerListSerializer(serializers.Serializer):
+    result = LegacyCombinerSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+# /get_combiner's answer: {"<name>": this}.
+COMBINER_ENTRY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "address": {"type": "string"},
+        "fqdn": {"type": "string", "nullable": True},
+        "parent_reducer": {"type": "string", "enum": ["api"]},
+        "port": {"type": "integer"},
+        "updated_at": {"type": "string", "example": "2024-05-22 14:49:40.123456"},
+    },
+    "required": ["address", "fqdn", "parent_reducer", "port", "updated_at"],
+}
 
 
 def client_ip(request: Request) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
+@fedn_route(
+    request=AddCombinerRequestSerializer,
+    responses={200: CombinerRegistrationSerializer, **errors(400)},
+)
 @api_view(["POST"])
 @permission_classes([IsCombinerRole])
 def add_combiner(request: Request) -> Response:
@@ -56,6 +104,7 @@ def add_combiner(request: Request) -> Response:
     return Response(combiner_registration_answer(combiner))
 
 
+@fedn_route(parameters=LEGACY_PAGING, responses={200: LegacyCombinerListSerializer})
 @api_view(["GET"])
 def list_combiners(request: Request) -> Response:
     combiners = Combiner.objects.order_by("-updated_at", "-pk")
@@ -63,6 +112,18 @@ def list_combiners(request: Request) -> Response:
     return Response({"result": result, "count": combiners.count()})
 
 
+@fedn_route(
+    parameters=[query("combiner", "The combiner's name.", required=True)],
+    responses={
+        200: {
+            "type": "object",
+            "description": "The combiner, under its name.",
+            "additionalProperties": COMBINER_ENTRY_SCHEMA,
+        },
+        **errors(400),
+        404: error(404, "No such combiner."),
+    },
+)
 @api_view(["GET"])
 def get_combiner(request: Request) -> Response:
     name = required_param(request, "combiner", "Missing combiner name.")

@@ -1,30 +1,26 @@
-from typing import Any
-
 from rest_framework import serializers
 
-from apps.combiners.models import Combiner
-from controlplane.api.fields import as_plain
+from controlplane.api.serializers import ConstantField, PlainDateTimeField
 
 
-class CombinerSerializer(serializers.ModelSerializer):
+class CombinerConfigSerializer(serializers.Serializer):
+    max_clients = serializers.IntegerField(read_only=True)
+
+
+class CombinerSerializer(serializers.Serializer):
     """FEDn's combiner doc: {id, name, address, fqdn, port, ip, parent, certificate, key, config, updated_at}."""
 
-    class Meta:
-        model = Combiner
-        fields = ["name"]
-
-    def to_representation(self, instance: Combiner) -> dict[str, Any]:
-        return {
-            "id": str(instance.pk),
-            "name": instance.name,
-            "address": instance.address,
-            "fqdn": instance.fqdn,
-            "port": instance.port,
-            "ip": instance.ip,
-            "parent": {"name": "api"},
-            "certificate": instance.certificate,
-            "key": instance.key,
-            "config": {"max_clients": instance.max_clients},
-            "secure_grpc": instance.secure_grpc,
-            "updated_at": as_plain(instance.updated_at),
-        }
+    id = serializers.CharField(source="pk", read_only=True)
+    name = serializers.CharField(read_only=True)
+    address = serializers.CharField(read_only=True)
+    fqdn = serializers.CharField(read_only=True, allow_null=True)
+    port = serializers.IntegerField(read_only=True)
+    ip = serializers.CharField(read_only=True)
+    parent = ConstantField({"name": "api"})
+    certificate = serializers.CharField(
+        read_only=True, allow_null=True, help_text="Base64 PEM, when TLS is on."
+    )
+    key = serializers.CharField(read_only=True, allow_null=True)
+    config = CombinerConfigSerializer(source="*", read_only=True)
+    secure_grpc = serializers.BooleanField(read_only=True)
+    updated_at = PlainDateTimeField()

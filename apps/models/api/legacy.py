@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -22,6 +22,63 @@ from apps.models.services import (
 )
 from controlplane.api.fields import as_http_date, as_plain
 from controlplane.api.legacy import failure, int_param, success, window
+from controlplane.api.schema import (
+    LEGACY_PAGING,
+    FednSuccessSerializer,
+    error,
+    errors,
+    fedn_route,
+    or_failure,
+    query,
+)
+
+
+class LineageItemSerializer(serializers.Serializer):
+    model = serializers.UUIDField()
+    committed_at = serializers.CharField(help_text="RFC 822 date.")
+    session_id = serializers.CharField(allow_null=True)
+    parent_model = serializers.UUIDField(allow_null=True)
+
+
+class LineageSerializer(serializers.Serializer):
+    result = LineageItemSerializer(many=True)
+
+
+class LegacyModelSerializer(serializers.Serializer):
+    committed_at = serializers.CharField(help_text="RFC 822 date.")
+    model = serializers.UUIDField()
+    session_id = serializers.CharField(allow_null=True)
+    active = serializers.BooleanField(required=False, help_text="Only with include_active=true.")
+
+
+class LegacyModelListSerializer(serializers.Serializer):
+    result = LegacyModelSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class ModelIdSerializer(serializers.Serializer):
+    model_id = serializers.UUIDField()
+
+
+class InitialModelSerializer(serializers.Serializer):
+    model_id = serializers.UUIDField(allow_null=True, help_text="null until a seed model is set.")
+
+
+class NotImplementedSerializer(serializers.Serializer):
+    message = serializers.CharField()
+
+
+MODEL_TRAIL_SCHEMA = {
+    "type": "object",
+    "description": "When each model of the trail was committed, by model id.",
+    "additionalProperties": {"type": "string", "example": "2024-05-22 14:49:40.123456"},
+}
+
+LINEAGE_OR_FAILURE = or_failure(LineageSerializer, "LineageOrFailure")
+LINEAGE_PARAMETERS = [
+    query("model", "The model's id.", required=True),
+    query("limit", "How many models at most (default 10).", kind=int),
+]
 
 
 def lineage_item(model: Model) -> dict[str, Any]:
@@ -33,6 +90,14 @@ def lineage_item(model: Model) -> dict[str, Any]:
     }
 
 
+@fedn_route(
+    responses={
+        200: OpenApiResponse(
+            {"oneOf": [MODEL_TRAIL_SCHEMA, {"$ref": "#/components/schemas/Error"}]},
+            description="The trail, or success false when there is none.",
+        )
+    }
+)
 @api_view(["GET"])
 def get_model_trail(request: Request) -> Response:
     trail = model_trail()
@@ -56,16 +121,40 @@ def _lineage(request: Request, walk: Any) -> Response:
     return Response({"result": [lineage_item(m) for m in lineage]})
 
 
+@fedn_route(
+    parameters=LINEAGE_PARAMETERS,
+    responses={
+        200: LINEAGE_OR_FAILURE,
+        **errors(400),
+        404: error(404, "No such model."),
+    },
+)
 @api_view(["GET"])
 def get_model_ancestors(request: Request) -> Response:
     return _lineage(request, model_ancestors)
 
 
+@fedn_route(
+    parameters=LINEAGE_PARAMETERS,
+    responses={
+        200: LINEAGE_OR_FAILURE,
+        **errors(400),
+        404: error(404, "No such model."),
+    },
+)
 @api_view(["GET"])
 def get_model_descendants(request: Request) -> Response:
     return _lineage(request, model_descendants)
 
 
+@fedn_route(
+    parameters=[
+        *LEGACY_PAGING,
+        query("session_id", "Only models of this session."),
+        query("include_active", '"true" adds each model\'s `active`.'),
+    ],
+    responses={200: LegacyModelListSerializer, **errors(400)},
+)
 @api_view(["GET"])
 def list_models(request: Request) -> Response:
     models = Model.objects.order_by("-committed_at", "-pk")
@@ -85,6 +174,10 @@ def list_models(request: Request) -> Response:
     return Response({"result": result, "count": models.count()})
 
 
+@fedn_route(
+    parameters=[query("model", "The model's id.", required=True)],
+    responses={200: LineageItemSerializer, **errors(400), 404: error(404, "No such model.")},
+)
 @api_view(["GET"])
 def get_model(request: Request) -> Response:
     identifier = request.query_params.get("model")
@@ -97,11 +190,16 @@ def get_model(request: Request) -> Response:
     return Response({k: item[k] for k in ("committed_at", "parent_model", "model", "session_id")})
 
 
+@fedn_route(
+    request=None,
+    responses={501: OpenApiResponse(NotImplementedSerializer, description="Not implemented, as in FEDn.")},
+)
 @api_view(["GET", "POST"])
 def delete_model_trail(request: Request) -> Response:
     return Response({"message": "Not implemented"}, status=status.HTTP_501_NOT_IMPLEMENTED)
 
 
+@fedn_route(responses={200: or_failure(ModelIdSerializer, "LatestModelOrFailure")})
 @api_view(["GET"])
 def get_latest_model(request: Request) -> Response:
     model = model_get_active()
@@ -110,12 +208,18 @@ def get_latest_model(request: Request) -> Response:
     return Response({"model_id": str(model.model_id)})
 
 
+@fedn_route(responses={200: InitialModelSerializer})
 @api_view(["GET"])
 def get_initial_model(request: Request) -> Response:
     model = model_get_initial()
     return Response({"model_id": str(model.model_id) if model else None})
 
 
+@fedn_route(
+    request=None,
+    parameters=[query("id", "The model's id.", required=True)],
+    responses={200: FednSuccessSerializer, **errors(400)},
+)
 @api_view(["PUT", "POST"])
 def set_current_model(request: Request) -> Response:
     identifier = request.query_params.get("id")
@@ -128,14 +232,18 @@ def set_current_model(request: Request) -> Response:
     return success("Active model set.")
 
 
-@extend_schema(
+@fedn_route(
     request={
         "multipart/form-data": {
             "type": "object",
             "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
         }
     },
-    responses={200: dict},
+    responses={
+        200: FednSuccessSerializer,
+        400: error(400, "No file, or a file that is not a model the federation can take."),
+    },
 )
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])

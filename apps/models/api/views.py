@@ -14,12 +14,14 @@ from apps.models.models import Model
 from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants
 from controlplane import artifacts
 from controlplane.api.pagination import header_int
+from controlplane.api.schema import error, read_routes
 from controlplane.api.viewsets import FednReadViewSet
 
 # /parameters answers with every weight as JSON; past this size that is no longer useful.
 MAX_PARAMETERS_BYTES = 64 * 1024 * 1024
 
 
+@read_routes(ModelSerializer)
 class ModelViewSet(FednReadViewSet):
     queryset = Model.objects.all()
     serializer_class = ModelSerializer
@@ -36,7 +38,8 @@ class ModelViewSet(FednReadViewSet):
         ],
         responses={200: ModelSerializer(many=True)},
     )
-    @action(detail=True, methods=["get"], filter_backends=[])
+    # A bare list, not a page: no pagination_class, so the schema does not wrap it.
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def ancestors(self, request: Request, pk: Any = None) -> Response:
         """Parent chain of a model, nearest first (a bare list)."""
         model = self.get_object()
@@ -51,7 +54,7 @@ class ModelViewSet(FednReadViewSet):
         parameters=[OpenApiParameter("X-Limit", int, OpenApiParameter.HEADER, required=False)],
         responses={200: ModelSerializer(many=True)},
     )
-    @action(detail=True, methods=["get"], filter_backends=[])
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def descendants(self, request: Request, pk: Any = None) -> Response:
         """Child chain of a model, deepest first (a bare list)."""
         model = self.get_object()
@@ -66,7 +69,16 @@ class ModelViewSet(FednReadViewSet):
         model = self.get_object()
         return artifacts.streaming_response(model.artifact.name, str(model.model_id), model.size)
 
-    @extend_schema(responses={200: {"type": "object", "properties": {"array": {"type": "array"}}}})
+    @extend_schema(
+        responses={
+            200: {
+                "type": "object",
+                "properties": {"array": {"type": "array", "description": "Each layer as nested lists."}},
+                "required": ["array"],
+            },
+            400: error(400, "The model is too large to list its weights; download it instead."),
+        }
+    )
     @action(detail=True, methods=["get"], filter_backends=[])
     def parameters(self, request: Request, pk: Any = None) -> Response:
         """The model's weights as nested lists, layer by layer."""

@@ -1,8 +1,8 @@
 """FEDn's legacy package routes."""
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -19,7 +19,35 @@ from apps.packages.services import (
 )
 from controlplane.api.auth import IsClientRole
 from controlplane.api.legacy import failure, success, window
+from controlplane.api.schema import LEGACY_PAGING, FednSuccessSerializer, error, errors, fedn_route, query
 from controlplane.artifacts import streaming_response
+
+
+class LegacyPackageSerializer(serializers.Serializer):
+    """ComputePackageSerializer's document without `key`, and `active` only when asked for."""
+
+    id = serializers.UUIDField()
+    committed_at = serializers.CharField(help_text="RFC 822 date.")
+    description = serializers.CharField(allow_null=True)
+    file_name = serializers.CharField()
+    helper = serializers.CharField()
+    name = serializers.CharField(allow_null=True)
+    storage_file_name = serializers.CharField()
+    active = serializers.BooleanField(required=False, help_text="Only with include_active=true.")
+    size = serializers.IntegerField()
+    checksum = serializers.CharField()
+
+
+class LegacyPackageListSerializer(serializers.Serializer):
+    result = LegacyPackageSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class ChecksumSerializer(serializers.Serializer):
+    checksum = serializers.CharField(help_text="sha256 of the package archive.")
+
+
+PACKAGE_NAME = query("name", "The package's storage file name, id or name; the active package without.")
 
 
 def legacy_package_doc(package: ComputePackage, include_active: bool = False) -> dict:
@@ -30,7 +58,13 @@ def legacy_package_doc(package: ComputePackage, include_active: bool = False) ->
     return doc
 
 
-@extend_schema(request={"multipart/form-data": PackageUploadSerializer}, responses={200: dict})
+@fedn_route(
+    request={"multipart/form-data": PackageUploadSerializer},
+    responses={
+        200: FednSuccessSerializer,
+        400: error(400, "A field missing, an archive refused, or a session running."),
+    },
+)
 @api_view(["POST"])
 @parser_classes([MultiPartParser, FormParser])
 def set_package(request: Request) -> Response:
@@ -53,6 +87,7 @@ def set_package(request: Request) -> Response:
     return success("Compute package set.")
 
 
+@fedn_route(responses={200: LegacyPackageSerializer, 404: error(404, "No package is active.")})
 @api_view(["GET"])
 def get_package(request: Request) -> Response:
     package = package_get_active()
@@ -61,6 +96,10 @@ def get_package(request: Request) -> Response:
     return Response(legacy_package_doc(package))
 
 
+@fedn_route(
+    parameters=[*LEGACY_PAGING, query("include_active", '"true" adds each package\'s `active`.')],
+    responses={200: LegacyPackageListSerializer, **errors(400), 404: error(404, "No packages at all.")},
+)
 @api_view(["GET"])
 def list_compute_packages(request: Request) -> Response:
     include_active = request.query_params.get("include_active") == "true"
@@ -80,7 +119,15 @@ def _requested_package(request: Request) -> ComputePackage:
     return package
 
 
-@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@fedn_route(
+    parameters=[PACKAGE_NAME],
+    responses={
+        (200, "application/octet-stream"): OpenApiResponse(
+            bytes, description="The archive, as an attachment."
+        ),
+        404: error(404, "No such package, or none active."),
+    },
+)
 @api_view(["GET"])
 @permission_classes([IsClientRole])
 def download_package(request: Request) -> StreamingHttpResponse:
@@ -89,12 +136,30 @@ def download_package(request: Request) -> StreamingHttpResponse:
     return streaming_response(package.file.name, package.storage_file_name, package.size)
 
 
+@fedn_route(
+    parameters=[PACKAGE_NAME],
+    responses={200: ChecksumSerializer, 404: error(404, "No such package, or none active.")},
+)
 @api_view(["GET"])
 @permission_classes([IsClientRole])
 def get_package_checksum(request: Request) -> Response:
     return Response({"checksum": _requested_package(request).sha256})
 
 
+@fedn_route(
+    parameters=[query("id", "The package's id or name (or `id` in the body).")],
+    request={
+        "application/json": {
+            "type": "object",
+            "properties": {"id": {"type": "string"}},
+            "additionalProperties": True,
+        }
+    },
+    responses={
+        200: FednSuccessSerializer,
+        400: error(400, "No such package, or a session running."),
+    },
+)
 @api_view(["PUT", "POST"])
 def set_active_package(request: Request) -> Response:
     identifier = request.query_params.get("id") or (

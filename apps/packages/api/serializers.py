@@ -1,32 +1,28 @@
-from typing import Any
-
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.packages.models import ComputePackage
-from controlplane.api.fields import as_http_date
+from controlplane.api.serializers import HttpDateField
 
 
-class ComputePackageSerializer(serializers.ModelSerializer):
+class ComputePackageSerializer(serializers.Serializer):
     """FEDn's typed package: {id, key, committed_at, description, file_name, helper, name, storage_file_name, active}."""
 
-    class Meta:
-        model = ComputePackage
-        fields = ["package_id"]
+    id = serializers.UUIDField(source="package_id", read_only=True)
+    key = serializers.SerializerMethodField()
+    committed_at = HttpDateField()
+    description = serializers.CharField(read_only=True, allow_null=True)
+    file_name = serializers.CharField(read_only=True)
+    helper = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True, allow_null=True)
+    storage_file_name = serializers.CharField(read_only=True)
+    active = serializers.BooleanField(read_only=True)
+    size = serializers.IntegerField(read_only=True, help_text="Bytes of the archive.")
+    checksum = serializers.CharField(source="sha256", read_only=True, help_text="sha256 of the archive.")
 
-    def to_representation(self, instance: ComputePackage) -> dict[str, Any]:
-        return {
-            "id": str(instance.package_id),
-            "key": "active" if instance.active else "package_trail",
-            "committed_at": as_http_date(instance.committed_at),
-            "description": instance.description,
-            "file_name": instance.file_name,
-            "helper": instance.helper,
-            "name": instance.name,
-            "storage_file_name": instance.storage_file_name,
-            "active": instance.active,
-            "size": instance.size,
-            "checksum": instance.sha256,
-        }
+    @extend_schema_field({"type": "string", "enum": ["active", "package_trail"]})
+    def get_key(self, instance: ComputePackage) -> str:
+        return "active" if instance.active else "package_trail"
 
 
 class PackageUploadSerializer(serializers.Serializer):

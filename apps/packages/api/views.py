@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -7,9 +8,11 @@ from apps.packages.api.serializers import ComputePackageSerializer
 from apps.packages.filtersets import ComputePackageFilterSet
 from apps.packages.models import ComputePackage
 from apps.packages.services import package_get_active
+from controlplane.api.schema import error, read_routes
 from controlplane.api.viewsets import FednReadViewSet
 
 
+@read_routes(ComputePackageSerializer)
 class ComputePackageViewSet(FednReadViewSet):
     queryset = ComputePackage.objects.all()
     serializer_class = ComputePackageSerializer
@@ -24,6 +27,7 @@ class ComputePackageViewSet(FednReadViewSet):
         "id": "package_id",
     }
 
+    @extend_schema(responses={200: ComputePackageSerializer, 404: error(404, "No package is active.")})
     @action(detail=False, methods=["get"])
     def active(self, request: Request) -> Response:
         """The active compute package."""

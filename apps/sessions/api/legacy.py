@@ -5,7 +5,8 @@ from collections import defaultdict
 from typing import Any
 
 from django.http import HttpResponse
-from rest_framework import status
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
@@ -13,7 +14,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.sessions import metrics
-from apps.sessions.api.serializers import report_doc, status_doc, validation_doc
+from apps.sessions.api.serializers import (
+    SESSION_CONFIG_SCHEMA,
+    CombinerReportDocSerializer,
+    SenderSerializer,
+    report_doc,
+    status_doc,
+    validation_doc,
+)
+from apps.sessions.choices import ControllerStateValue
 from apps.sessions.filtersets import StatusFilterSet, ValidationFilterSet
 from apps.sessions.models import Round, Session, Status, Validation
 from apps.sessions.records import controller_state, session_config
@@ -23,6 +32,106 @@ from apps.sessions.services import (
 )
 from controlplane.api.fields import as_http_date
 from controlplane.api.legacy import failure, required_param, window
+from controlplane.api.schema import LEGACY_PAGING, error, errors, fedn_route, or_failure, query
+from controlplane.api.serializers import Rfc3339Field
+
+
+@extend_schema_field(SESSION_CONFIG_SCHEMA)
+class SessionConfigSchemaField(serializers.JSONField):
+    pass
+
+
+class LegacySessionStartedSerializer(serializers.Serializer):
+    success = serializers.BooleanField(help_text="Always true.")
+    message = serializers.CharField()
+    config = SessionConfigSchemaField()
+
+
+class SessionConfigListSerializer(serializers.Serializer):
+    result = serializers.ListField(child=SessionConfigSchemaField())
+    count = serializers.IntegerField()
+
+
+class LegacyRoundSerializer(serializers.Serializer):
+    round_id = serializers.CharField()
+    combiners = CombinerReportDocSerializer(many=True)
+
+
+class EventSerializer(serializers.Serializer):
+    """A status as the combiner forwarded it (camelCase), without its id."""
+
+    sender = SenderSerializer()
+    status = serializers.CharField()
+    logLevel = serializers.CharField()
+    data = serializers.CharField()
+    correlationId = serializers.CharField()
+    timestamp = Rfc3339Field()
+    type = serializers.CharField()
+    extra = serializers.CharField()
+    sessionId = serializers.CharField()
+
+
+class EventListSerializer(serializers.Serializer):
+    result = EventSerializer(many=True)
+    count = serializers.IntegerField()
+
+
+class ControllerStatusSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=ControllerStateValue.choices)
+
+
+class PlotDataSerializer(serializers.Serializer):
+    valid_metrics = serializers.ListField(child=serializers.CharField())
+    box_plot = serializers.CharField(
+        allow_null=True, help_text="A Plotly figure as JSON text; null without metrics."
+    )
+
+
+START_SESSION_BODY = {
+    "type": "object",
+    "description": "FEDn's start_session keyword arguments; on GET, the same as query parameters.",
+    "properties": {
+        "session_id": {"type": "string", "nullable": True},
+        "aggregator": {"type": "string"},
+        "aggregator_kwargs": {"type": "object", "additionalProperties": True, "nullable": True},
+        "model_id": {"type": "string", "nullable": True},
+        "rounds": {"type": "integer"},
+        "round_timeout": {"type": "integer"},
+        "round_buffer_size": {"type": "integer"},
+        "delete_models": {"type": "boolean"},
+        "validate": {"type": "boolean"},
+        "helper": {"type": "string"},
+        "min_clients": {"type": "integer"},
+        "requested_clients": {"type": "integer"},
+        "round_retries": {"type": "integer"},
+    },
+    "additionalProperties": False,
+}
+LEGACY_ROUND_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reducer": {"type": "object", "additionalProperties": True, "description": "The round's round_data."},
+        "combiners": {"type": "array", "items": {"$ref": "#/components/schemas/CombinerReportDoc"}},
+    },
+    "required": ["reducer", "combiners"],
+}
+LEGACY_VALIDATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "model_id": {"type": "string"},
+        "data": {"type": "string", "description": "JSON text of the metrics."},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "meta": {"type": "string"},
+        "sender": {"$ref": "#/components/schemas/Sender"},
+        "receiver": {"$ref": "#/components/schemas/Receiver"},
+    },
+    "required": ["model_id", "data", "timestamp", "meta", "sender", "receiver"],
+}
+
+
+def _filters(filterset_class: Any) -> list[Any]:
+    """FEDn's event and validation filters: every query parameter but the paging is one."""
+    return [query(name) for name in sorted(filterset_class.base_filters)]
 
 
 def legacy_config(session: Session) -> dict[str, Any]:
@@ -31,6 +140,13 @@ def legacy_config(session: Session) -> dict[str, Any]:
     return config
 
 
+@fedn_route(
+    request={"application/json": START_SESSION_BODY},
+    responses={
+        200: or_failure(LegacySessionStartedSerializer, "SessionStartedOrFailure"),
+        400: error(400, "Arguments FEDn does not take, or values the session refuses."),
+    },
+)
 @api_view(["GET", "POST"])
 def start_session(request: Request) -> Response:
     """Create and start a session from FEDn's start_session keyword arguments."""
@@ -49,6 +165,7 @@ def start_session(request: Request) -> Response:
     )
 
 
+@fedn_route(parameters=LEGACY_PAGING, responses={200: SessionConfigListSerializer, **errors(400)})
 @api_view(["GET"])
 def list_sessions(request: Request) -> Response:
     sessions = Session.objects.order_by("-committed_at", "-pk")
@@ -57,6 +174,22 @@ def list_sessions(request: Request) -> Response:
     )
 
 
+@fedn_route(
+    parameters=[query("session_id", "The session's id.", required=True)],
+    responses={
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "description": "The session's config under its id, and its status.",
+                "properties": {"status": {"type": "string"}},
+                "required": ["status"],
+                "additionalProperties": SESSION_CONFIG_SCHEMA,
+            }
+        ),
+        **errors(400),
+        404: error(404, "No such session."),
+    },
+)
 @api_view(["GET"])
 def get_session(request: Request) -> Response:
     identifier = required_param(request, "session_id", "Missing session id.")
@@ -70,12 +203,27 @@ def _round_entry(found: Round) -> dict[str, Any]:
     return [report_doc(report) for report in found.reports.all()]
 
 
+@fedn_route(
+    responses={
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "description": "Every round under its id.",
+                "additionalProperties": LEGACY_ROUND_SCHEMA,
+            }
+        )
+    }
+)
 @api_view(["GET"])
 def list_rounds(request: Request) -> Response:
     rounds = Round.objects.prefetch_related("reports").order_by("number")
     return Response({r.round_id: {"reducer": r.round_data, "combiners": _round_entry(r)} for r in rounds})
 
 
+@fedn_route(
+    parameters=[query("round_id", "The round's id.", required=True)],
+    responses={200: or_failure(LegacyRoundSerializer, "LegacyRoundOrFailure"), **errors(400)},
+)
 @api_view(["GET"])
 def get_round(request: Request) -> Response:
     round_id = required_param(request, "round_id", "Missing round id.")
@@ -98,6 +246,10 @@ def _filtered(filterset_class: Any, queryset: Any, request: Request) -> Any:
     return filterset.qs
 
 
+@fedn_route(
+    parameters=[*LEGACY_PAGING, *_filters(StatusFilterSet)],
+    responses={200: EventListSerializer, 400: error(400, "An unknown filter, or a value it refuses.")},
+)
 @api_view(["GET"])
 def get_events(request: Request) -> Response:
     events = _filtered(StatusFilterSet, Status.objects.order_by("-timestamp", "-pk"), request)
@@ -107,6 +259,19 @@ def get_events(request: Request) -> Response:
     return Response({"result": result, "count": events.count()})
 
 
+@fedn_route(
+    parameters=_filters(ValidationFilterSet),
+    responses={
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "description": "Every matching validation under its id.",
+                "additionalProperties": LEGACY_VALIDATION_SCHEMA,
+            }
+        ),
+        400: error(400, "An unknown filter, or a value it refuses."),
+    },
+)
 @api_view(["GET"])
 def list_validations(request: Request) -> Response:
     validations = _filtered(ValidationFilterSet, Validation.objects.order_by("-timestamp", "-pk"), request)
@@ -119,11 +284,16 @@ def list_validations(request: Request) -> Response:
     return Response(answer)
 
 
+@fedn_route(responses={200: ControllerStatusSerializer})
 @api_view(["GET"])
 def get_controller_status(request: Request) -> Response:
     return Response({"state": controller_state().state})
 
 
+@fedn_route(
+    parameters=[query("feature", "The metric to plot; the first one by name without.")],
+    responses={200: PlotDataSerializer, 404: error(404, "No validation reports this metric.")},
+)
 @api_view(["GET"])
 def get_plot_data(request: Request) -> Response:
     """Validation metrics for a box plot: the metric names, and a Plotly figure of one of them."""
@@ -145,6 +315,9 @@ def get_plot_data(request: Request) -> Response:
     return Response({"valid_metrics": valid_metrics, "box_plot": box_plot})
 
 
+@fedn_route(
+    responses={(200, "text/plain"): OpenApiResponse({"type": "string", "enum": ["OK"]}, description="Alive.")}
+)
 @api_view(["GET"])
 @permission_classes([AllowAny])
 def health(request: Request) -> HttpResponse:

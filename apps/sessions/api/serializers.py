@@ -4,10 +4,18 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.sessions.choices import RoundStatus, SessionStatus
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
-from apps.sessions.records import session_config
-from controlplane.api.fields import as_http_date, as_rfc3339
-from controlplane.api.serializers import StrictIntegerField, StrictSerializer
+from apps.sessions.records import SESSION_CONFIG_FIELDS, session_config
+from controlplane.api.fields import as_http_date
+from controlplane.api.serializers import (
+    FreeFormObjectField,
+    HttpDateField,
+    ReadOnlyField,
+    Rfc3339Field,
+    StrictIntegerField,
+    StrictSerializer,
+)
 from fedplane.roundreport import (
     EchoedConfigKey,
     ReportField,
@@ -18,133 +26,182 @@ from fedplane.roundreport import (
 )
 
 
-def session_doc(instance: Session) -> dict[str, Any]:
+def shown_session_config(instance: Session) -> dict[str, Any]:
+    """The session_config FEDn shows: the config, the session's id and when it was committed."""
     config = session_config(instance)
     config["committed_at"] = as_http_date(instance.committed_at)
-    return {
-        "id": str(instance.pk),
-        "session_id": instance.session_id,
-        "status": instance.status,
-        "status_reason": instance.status_reason,
-        "session_config": config,
-        "committed_at": as_http_date(instance.committed_at),
-        "rounds_completed": instance.rounds_completed,
-        "started_at": as_http_date(instance.started_at),
-        "finished_at": as_http_date(instance.finished_at),
-    }
+    return config
 
 
-class SessionSerializer(serializers.ModelSerializer):
-    """FEDn's session doc: {id, session_id, status, session_config, committed_at}."""
+# The typed keys every session_config has; keys a session_config was created with beyond these
+# are kept and shown as they were sent.
+SESSION_CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "aggregator": {"type": "string"},
+        "aggregator_kwargs": {"type": "object", "additionalProperties": True, "nullable": True},
+        "round_timeout": {"type": "integer"},
+        "buffer_size": {"type": "integer", "description": "-1: wait for every selected client."},
+        "model_id": {"type": "string", "nullable": True},
+        "rounds": {"type": "integer"},
+        "delete_models_storage": {"type": "boolean"},
+        "clients_required": {"type": "integer"},
+        "clients_requested": {"type": "integer"},
+        "validate": {"type": "boolean"},
+        "helper_type": {"type": "string"},
+        "task": {"type": "string"},
+        "round_retries": {"type": "integer"},
+        "session_id": {"type": "string"},
+        "committed_at": {"type": "string", "example": "Wed, 22 May 2024 14:49:40 GMT"},
+    },
+    "required": [*SESSION_CONFIG_FIELDS, "session_id", "committed_at"],
+    "additionalProperties": True,
+}
 
-    class Meta:
-        model = Session
-        fields = ["session_id"]
 
-    def to_representation(self, instance: Session) -> dict[str, Any]:
-        return session_doc(instance)
+@extend_schema_field(SESSION_CONFIG_SCHEMA)
+class SessionConfigField(ReadOnlyField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, value: Session) -> dict[str, Any]:
+        return shown_session_config(value)
+
+
+class SessionSerializer(serializers.Serializer):
+    """FEDn's session doc: {id, session_id, status, session_config, committed_at}, and its progress."""
+
+    id = serializers.CharField(source="pk", read_only=True)
+    session_id = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=SessionStatus.choices, read_only=True)
+    status_reason = serializers.CharField(read_only=True)
+    session_config = SessionConfigField()
+    committed_at = HttpDateField()
+    rounds_completed = serializers.IntegerField(read_only=True)
+    started_at = HttpDateField(allow_null=True)
+    finished_at = HttpDateField(allow_null=True)
+
+
+def session_doc(instance: Session) -> dict[str, Any]:
+    return dict(SessionSerializer(instance).data)
+
+
+class CombinerReportDocSerializer(serializers.Serializer):
+    """An entry of a round's `combiners`: a stored report (fedplane.roundreport) under FEDn's names."""
+
+    name = serializers.CharField(source="combiner", read_only=True)
+    status = serializers.ChoiceField(choices=[status.value for status in ReportStatus], read_only=True)
+    model_id = serializers.CharField(read_only=True, allow_null=True)
+    round_id = serializers.SerializerMethodField(
+        help_text="The round id the combiner echoed in its config (as it sent it), else the round's."
+    )
+    num_examples = serializers.IntegerField(read_only=True)
+    participants = serializers.SerializerMethodField()
+    reason = serializers.SerializerMethodField()
+    timings = serializers.SerializerMethodField(help_text="Seconds, by step.")
+    data = serializers.SerializerMethodField()
+    config = serializers.SerializerMethodField(help_text="The round config the combiner echoed.")
+    time_exec_training = serializers.SerializerMethodField()
+
+    @staticmethod
+    def _body(report: CombinerReport) -> dict[str, Any]:
+        return report.report or {}
+
+    @extend_schema_field({})
+    def get_round_id(self, report: CombinerReport) -> Any:
+        return (
+            self._body(report).get(ReportField.CONFIG, {}).get(EchoedConfigKey.ROUND_ID)
+            or report.round.round_id
+        )
+
+    @extend_schema_field({"type": "array", "items": {"type": "string"}})
+    def get_participants(self, report: CombinerReport) -> list[str]:
+        return self._body(report).get(ReportField.PARTICIPANTS, [])
+
+    def get_reason(self, report: CombinerReport) -> str:
+        return self._body(report).get(ReportField.REASON, "")
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "number"}})
+    def get_timings(self, report: CombinerReport) -> dict[str, Any]:
+        return self._body(report).get(ReportField.TIMINGS, {})
+
+    @extend_schema_field({"type": "object", "additionalProperties": True})
+    def get_data(self, report: CombinerReport) -> dict[str, Any]:
+        return self._body(report).get(ReportField.DATA, {})
+
+    @extend_schema_field({"type": "object", "additionalProperties": True})
+    def get_config(self, report: CombinerReport) -> dict[str, Any]:
+        return self._body(report).get(ReportField.CONFIG, {})
+
+    @extend_schema_field({"type": "number", "nullable": True})
+    def get_time_exec_training(self, report: CombinerReport) -> float | None:
+        return self._body(report).get(ReportField.TIMINGS, {}).get(Timing.TIME_COMBINATION)
 
 
 def report_doc(report: CombinerReport) -> dict[str, Any]:
-    """An entry of a round's `combiners`: the stored report (fedplane.roundreport) under FEDn's names."""
-    body = report.report or {}
-    config = body.get(ReportField.CONFIG, {})
-    timings = body.get(ReportField.TIMINGS, {})
-    return {
-        "name": report.combiner,
-        "status": report.status,
-        "model_id": report.model_id,
-        "round_id": config.get(EchoedConfigKey.ROUND_ID) or report.round.round_id,
-        "num_examples": report.num_examples,
-        "participants": body.get(ReportField.PARTICIPANTS, []),
-        "reason": body.get(ReportField.REASON, ""),
-        "timings": timings,
-        "data": body.get(ReportField.DATA, {}),
-        "config": config,
-        "time_exec_training": timings.get(Timing.TIME_COMBINATION),
-    }
+    return dict(CombinerReportDocSerializer(report).data)
 
 
-class RoundSerializer(serializers.ModelSerializer):
-    """FEDn's round doc: {id, round_id, status, round_config, combiners, round_data}."""
+class RoundSerializer(serializers.Serializer):
+    """FEDn's round doc: {id, round_id, status, round_config, combiners, round_data}, and its outcome."""
 
-    class Meta:
-        model = Round
-        fields = ["round_id"]
+    id = serializers.CharField(source="pk", read_only=True)
+    round_id = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=RoundStatus.choices, read_only=True)
+    status_reason = serializers.CharField(read_only=True)
+    session_id = serializers.CharField(source="session.session_id", read_only=True, allow_null=True)
+    model_id = serializers.CharField(read_only=True, allow_null=True)
+    round_config = FreeFormObjectField(help_text="The config the combiners were sent.")
+    combiners = serializers.SerializerMethodField(
+        help_text="The reports of the attempt that counts; earlier attempts are in round_data.attempts."
+    )
+    round_data = FreeFormObjectField(
+        help_text="What the controller recorded: participants, lost combiners, reduce and validation facts."
+    )
+    retries = serializers.IntegerField(source="attempt", read_only=True)
 
-    def to_representation(self, instance: Round) -> dict[str, Any]:
-        return {
-            "id": str(instance.pk),
-            "round_id": instance.round_id,
-            "status": instance.status,
-            "status_reason": instance.status_reason,
-            "session_id": instance.session.session_id if instance.session else None,
-            "model_id": instance.model_id,
-            "round_config": instance.round_config,
-            # The attempt that counts; earlier attempts of a retried round are in round_data["attempts"].
-            "combiners": [
-                report_doc(report) for report in instance.reports.all() if report.attempt == instance.attempt
-            ],
-            "round_data": instance.round_data,
-            "retries": instance.attempt,
-        }
+    @extend_schema_field(CombinerReportDocSerializer(many=True))
+    def get_combiners(self, instance: Round) -> list[dict[str, Any]]:
+        return [report_doc(report) for report in instance.reports.all() if report.attempt == instance.attempt]
 
 
-def status_doc(instance: Status, typed: bool = True) -> dict[str, Any]:
-    sender = {"name": instance.sender_name, "role": instance.sender_role}
-    if not typed:
-        return {
-            "id": str(instance.pk),
-            "sender": sender,
-            "status": instance.status,
-            "logLevel": instance.log_level,
-            "data": instance.data,
-            "correlationId": instance.correlation_id,
-            "timestamp": as_rfc3339(instance.timestamp),
-            "type": instance.type,
-            "extra": instance.extra,
-            "sessionId": instance.session_id,
-        }
-    return {
-        "id": str(instance.pk),
-        "status": instance.status,
-        "timestamp": as_rfc3339(instance.timestamp),
-        "log_level": instance.log_level,
-        "data": instance.data,
-        "correlation_id": instance.correlation_id,
-        "type": instance.type,
-        "extra": instance.extra,
-        "session_id": instance.session_id,
-        "sender": sender,
-    }
+class SenderSerializer(serializers.Serializer):
+    name = serializers.CharField(source="sender_name", read_only=True)
+    role = serializers.CharField(source="sender_role", read_only=True)
 
 
-def validation_doc(instance: Validation, typed: bool = True) -> dict[str, Any]:
-    sender = {"name": instance.sender_name, "role": instance.sender_role}
-    receiver = {"name": instance.receiver_name, "role": instance.receiver_role}
-    if not typed:
-        return {
-            "id": str(instance.pk),
-            "sender": sender,
-            "receiver": receiver,
-            "modelId": instance.model_id,
-            "data": instance.data,
-            "correlationId": instance.correlation_id,
-            "timestamp": as_rfc3339(instance.timestamp),
-            "meta": instance.meta,
-            "sessionId": instance.session_id,
-        }
-    return {
-        "id": str(instance.pk),
-        "model_id": instance.model_id,
-        "data": instance.data,
-        "correlation_id": instance.correlation_id,
-        "timestamp": as_rfc3339(instance.timestamp),
-        "session_id": instance.session_id,
-        "meta": instance.meta,
-        "sender": sender,
-        "receiver": receiver,
-    }
+class ReceiverSerializer(serializers.Serializer):
+    name = serializers.CharField(source="receiver_name", read_only=True)
+    role = serializers.CharField(source="receiver_role", read_only=True)
+
+
+class StatusRawSerializer(serializers.Serializer):
+    """A status as the combiner forwarded it (camelCase), asked for with `X-Skip-Typing: true`."""
+
+    id = serializers.CharField(source="pk", read_only=True)
+    sender = SenderSerializer(source="*", read_only=True)
+    status = serializers.CharField(read_only=True)
+    logLevel = serializers.CharField(source="log_level", read_only=True)
+    data = serializers.CharField(read_only=True)
+    correlationId = serializers.CharField(source="correlation_id", read_only=True)
+    timestamp = Rfc3339Field()
+    type = serializers.CharField(read_only=True)
+    extra = serializers.CharField(read_only=True)
+    sessionId = serializers.CharField(source="session_id", read_only=True)
+
+
+class ValidationRawSerializer(serializers.Serializer):
+    """A validation as the combiner forwarded it (camelCase), asked for with `X-Skip-Typing: true`."""
+
+    id = serializers.CharField(source="pk", read_only=True)
+    sender = SenderSerializer(source="*", read_only=True)
+    receiver = ReceiverSerializer(source="*", read_only=True)
+    modelId = serializers.CharField(source="model_id", read_only=True)
+    data = serializers.CharField(read_only=True, help_text="JSON text of the metrics.")
+    correlationId = serializers.CharField(source="correlation_id", read_only=True)
+    timestamp = Rfc3339Field()
+    meta = serializers.CharField(read_only=True)
+    sessionId = serializers.CharField(source="session_id", read_only=True)
 
 
 def skip_typing(context: dict[str, Any]) -> bool:
@@ -152,22 +209,54 @@ def skip_typing(context: dict[str, Any]) -> bool:
     return bool(request and request.headers.get("X-Skip-Typing", "").lower() == "true")
 
 
-class StatusSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Status
-        fields = ["status"]
+class StatusSerializer(serializers.Serializer):
+    """A status, typed (snake_case); StatusRawSerializer's form with `X-Skip-Typing: true`."""
+
+    id = serializers.CharField(source="pk", read_only=True)
+    status = serializers.CharField(read_only=True)
+    timestamp = Rfc3339Field()
+    log_level = serializers.CharField(read_only=True)
+    data = serializers.CharField(read_only=True)
+    correlation_id = serializers.CharField(read_only=True)
+    type = serializers.CharField(read_only=True)
+    extra = serializers.CharField(read_only=True)
+    session_id = serializers.CharField(read_only=True)
+    sender = SenderSerializer(source="*", read_only=True)
 
     def to_representation(self, instance: Status) -> dict[str, Any]:
-        return status_doc(instance, typed=not skip_typing(self.context))
+        # FEDn's X-Skip-Typing answers the stored document instead of the typed one.
+        if skip_typing(self.context):
+            return StatusRawSerializer(instance).data
+        return super().to_representation(instance)
 
 
-class ValidationSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Validation
-        fields = ["model_id"]
+class ValidationSerializer(serializers.Serializer):
+    """A validation, typed (snake_case); ValidationRawSerializer's form with `X-Skip-Typing: true`."""
+
+    id = serializers.CharField(source="pk", read_only=True)
+    model_id = serializers.CharField(read_only=True)
+    data = serializers.CharField(read_only=True, help_text="JSON text of the metrics.")
+    correlation_id = serializers.CharField(read_only=True)
+    timestamp = Rfc3339Field()
+    session_id = serializers.CharField(read_only=True)
+    meta = serializers.CharField(read_only=True)
+    sender = SenderSerializer(source="*", read_only=True)
+    receiver = ReceiverSerializer(source="*", read_only=True)
 
     def to_representation(self, instance: Validation) -> dict[str, Any]:
-        return validation_doc(instance, typed=not skip_typing(self.context))
+        if skip_typing(self.context):
+            return ValidationRawSerializer(instance).data
+        return super().to_representation(instance)
+
+
+def status_doc(instance: Status, typed: bool = True) -> dict[str, Any]:
+    serializer = StatusSerializer if typed else StatusRawSerializer
+    return dict(serializer(instance).data)
+
+
+def validation_doc(instance: Validation, typed: bool = True) -> dict[str, Any]:
+    serializer = ValidationSerializer if typed else ValidationRawSerializer
+    return dict(serializer(instance).data)
 
 
 @extend_schema_field({"type": "object", "additionalProperties": True})

@@ -1,8 +1,8 @@
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -14,15 +14,19 @@ from apps.sessions.api.serializers import (
     SessionCreateSerializer,
     SessionSerializer,
     SessionStartSerializer,
+    StatusRawSerializer,
     StatusSerializer,
+    ValidationRawSerializer,
     ValidationSerializer,
     session_doc,
 )
+from apps.sessions.choices import SessionStatus
 from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
 from apps.sessions.ingestion import round_record_report, statuses_record, validations_record
 from apps.sessions.models import Round, Session, Status, Validation
 from apps.sessions.services import session_create, session_start, session_stop
 from controlplane.api.auth import IsCombinerRole, require_speaks_for
+from controlplane.api.schema import error, read_routes, typed_or_raw
 from controlplane.api.viewsets import FednReadViewSet
 
 
@@ -33,6 +37,7 @@ def as_documents(data: Any) -> list[dict[str, Any]]:
     return docs
 
 
+@read_routes(SessionSerializer)
 class SessionViewSet(FednReadViewSet):
     queryset = Session.objects.all()
     serializer_class = SessionSerializer
@@ -52,7 +57,17 @@ class SessionViewSet(FednReadViewSet):
         )
         return Response(session_doc(session), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=SessionStartSerializer, responses={200: {"type": "object"}})
+    @extend_schema(
+        request=SessionStartSerializer,
+        responses={
+            200: inline_serializer(
+                "SessionStarted",
+                {"message": serializers.CharField(), "session_id": serializers.CharField()},
+            ),
+            400: error(400, "Not a start the session can take: bad rounds, not Created, or a precondition."),
+            404: error(404, "No such session."),
+        },
+    )
     @action(detail=False, methods=["post"], filter_backends=[])
     def start(self, request: Request) -> Response:
         """Start a created session."""
@@ -64,7 +79,19 @@ class SessionViewSet(FednReadViewSet):
         session_start(session=session, rounds=payload.validated_data.get("rounds"))
         return Response({"message": "Session started", "session_id": session.session_id})
 
-    @extend_schema(request=None, responses={200: {"type": "object"}})
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "SessionStopAnswer",
+                {
+                    "message": serializers.CharField(),
+                    "status": serializers.ChoiceField(choices=SessionStatus.choices),
+                },
+            ),
+            400: error(400, "The session has already ended."),
+        },
+    )
     @action(detail=True, methods=["post"], filter_backends=[])
     def stop(self, request: Request, pk: Any = None) -> Response:
         """Ask a running session to stop after its current step."""
@@ -74,6 +101,7 @@ class SessionViewSet(FednReadViewSet):
         )
 
 
+@read_routes(RoundSerializer)
 class RoundViewSet(FednReadViewSet):
     queryset = Round.objects.select_related("session").prefetch_related("reports")
     serializer_class = RoundSerializer
@@ -82,7 +110,13 @@ class RoundViewSet(FednReadViewSet):
     default_sort_key = "round_id"
     sort_fields = {"round_id": "number", "status": "status", "created_at": "created_at"}
 
-    @extend_schema(request=RoundReportSerializer, responses={201: {"type": "object"}})
+    @extend_schema(
+        request=RoundReportSerializer,
+        responses={
+            201: inline_serializer("ReportAccepted", {"accepted": serializers.BooleanField()}),
+            409: error(409, "A report the round cannot take: late, of another attempt, or a second one."),
+        },
+    )
     @action(detail=True, methods=["post"], permission_classes=[IsCombinerRole], filter_backends=[])
     def reports(self, request: Request, pk: Any = None) -> Response:
         """A combiner's report of its part of a round; a combiner token reports only as itself."""
@@ -104,13 +138,28 @@ class CombinerForwardedViewSet(FednReadViewSet):
             return [IsCombinerRole()]
         return super().get_permissions()
 
-    @extend_schema(request={"application/json": {"type": "array", "items": {"type": "object"}}})
+    @extend_schema(
+        request={
+            "application/json": {
+                "oneOf": [
+                    {"type": "object", "additionalProperties": True},
+                    {
+                        "type": "array",
+                        "items": {"type": "object", "additionalProperties": True},
+                        "minItems": 1,
+                    },
+                ]
+            }
+        },
+        responses={201: inline_serializer("DocumentsCreated", {"created": serializers.IntegerField()})},
+    )
     def create(self, request: Request) -> Response:
         """Documents forwarded by a combiner, in FEDn's camelCase MessageToDict form."""
         created = type(self).record(docs=as_documents(request.data))
         return Response({"created": created}, status=status.HTTP_201_CREATED)
 
 
+@read_routes(typed_or_raw(StatusSerializer, StatusRawSerializer, "StatusDocument"), skip_typing=True)
 class StatusViewSet(CombinerForwardedViewSet):
     queryset = Status.objects.all()
     serializer_class = StatusSerializer
@@ -126,6 +175,9 @@ class StatusViewSet(CombinerForwardedViewSet):
     }
 
 
+@read_routes(
+    typed_or_raw(ValidationSerializer, ValidationRawSerializer, "ValidationDocument"), skip_typing=True
+)
 class ValidationViewSet(CombinerForwardedViewSet):
     queryset = Validation.objects.all()
     serializer_class = ValidationSerializer
