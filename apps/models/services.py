@@ -2,6 +2,7 @@
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -12,6 +13,7 @@ from controlplane import artifacts
 from controlplane.errors import DomainError
 from controlplane.federation import federation_refusal
 from fedplane.npzcheck import ModelFileError, SizeLimits, check_model_file
+from fedplane.numpyhelper import open_layers
 
 DEFAULT_LINEAGE_LIMIT = 10
 
@@ -38,6 +40,25 @@ def validate_npz(path: Path) -> int:
         return check_model_file(path, limits=seed_size_limits()).layers
     except ModelFileError as exc:
         raise ModelError(f"The model file is refused: {exc}") from exc
+
+
+def model_parameters(*, model: Model, max_bytes: int) -> list[Any]:
+    """Each layer of a stored model as nested lists, read through the checked reader.
+
+    Refused when the arrays declare more than `max_bytes`: a small file of zeros may declare far
+    more than it weighs, and nested lists take several times the arrays' size.
+    """
+    with artifacts.local_copy(model.artifact.name, suffix=".npz") as path:
+        try:
+            with open_layers(path) as reader:
+                if reader.declared_bytes > max_bytes:
+                    raise ModelError(
+                        f"The model's arrays take {reader.declared_bytes} bytes; download it instead of "
+                        "listing its weights."
+                    )
+                return [reader[index].tolist() for index in range(len(reader))]
+        except ModelFileError as exc:
+            raise ModelError(f"The stored model cannot be read: {exc}") from exc
 
 
 def model_create_seed(*, upload: UploadedFile) -> Model:

@@ -1,6 +1,5 @@
 from typing import Any
 
-import numpy as np
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
@@ -11,7 +10,7 @@ from rest_framework.response import Response
 from apps.models.api.serializers import ModelSerializer, model_doc
 from apps.models.filtersets import ModelFilterSet
 from apps.models.models import Model
-from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants
+from apps.models.services import DEFAULT_LINEAGE_LIMIT, model_ancestors, model_descendants, model_parameters
 from controlplane import artifacts
 from controlplane.api.pagination import header_int
 from controlplane.api.schema import error, read_routes
@@ -87,9 +86,4 @@ class ModelViewSet(FednReadViewSet):
             raise ValidationError(
                 f"The model is {model.size} bytes; download it instead of listing its weights."
             )
-        with (
-            artifacts.local_copy(model.artifact.name, suffix=".npz") as path,
-            np.load(path, allow_pickle=False) as npz,
-        ):
-            layers = [npz[str(index)].tolist() for index in range(len(npz.files))]
-        return Response({"array": layers})
+        return Response({"array": model_parameters(model=model, max_bytes=MAX_PARAMETERS_BYTES)})

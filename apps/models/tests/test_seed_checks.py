@@ -116,3 +116,23 @@ def test_admin_upload_refuses_a_bomb_with_the_reason(admin_client: HttpClient, f
     assert "over the limit" in response.content.decode()
     assert not Model.objects.exists()
     assert stored_files(fs_storage) == []
+
+
+def test_parameters_of_a_small_file_declaring_large_arrays_are_refused(
+    api: APIClient, fs_storage: Any, settings: Any
+) -> None:
+    """A 128 MiB seed of zeros weighs ~130 KB; as nested lists it would take gigabytes."""
+    assert post_seed(api, hostile.bomb_by_ratio(128 << 20, valid_crc=True)).status_code == 200
+    model = Model.objects.get()
+    assert model.size < 1 << 20
+    response = api.get(f"/api/v1/models/{model.model_id}/parameters")
+    assert response.status_code == 400
+    assert "134217728 bytes" in response.json()["message"]
+
+
+def test_parameters_of_a_seed_are_its_layers(api: APIClient, fs_storage: Any) -> None:
+    layers = {"0": np.arange(4.0).reshape(2, 2), "1": np.int32(7)}
+    assert post_seed(api, hostile.savez(layers, compressed=True)).status_code == 200
+    model = Model.objects.get()
+    response = api.get(f"/api/v1/models/{model.model_id}/parameters")
+    assert response.json() == {"array": [[[0.0, 1.0], [2.0, 3.0]], 7]}
