@@ -54,7 +54,10 @@ def reducing_session(tmp_path: Path, models: dict[str, bytes]) -> Session:
         ({"north": layers_bytes(np.zeros((3, 2)))}, "has 1 layers"),
         ({"north": hostile.pickled_member()}, "object arrays hold pickled data"),
         ({"north": npz_bytes(1.0), "south": layers_bytes(np.zeros((3, 2)), np.zeros(5))}, "has shape (5,)"),
-        ({"north": npz_bytes(1.0), "south": layers_bytes(np.full((3, 2), np.nan), np.zeros(2))}, "non-finite"),
+        (
+            {"north": npz_bytes(1.0), "south": layers_bytes(np.full((3, 2), np.nan), np.zeros(2))},
+            "non-finite",
+        ),
         ({"north": layers_bytes(np.full((3, 2), np.inf), np.zeros(2))}, "non-finite"),
         ({"north": npz_bytes(1.0), "south": hostile.bomb_by_ratio()}, "has 1 layers"),
     ],
