@@ -14,10 +14,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "controlplane.api.parsers.BoundedJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "controlplane.api.parsers.StorableFormParser",
+        "controlplane.api.parsers.StorableMultiPartParser",
     ],
     "EXCEPTION_HANDLER": "controlplane.api.errors.json_exception_handler",
+    # Views that name DRF's stock parsers get the bounded ones too (controlplane/api/parsers.py).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "controlplane.api.parsers.HardenedContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

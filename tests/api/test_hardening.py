@@ -1,0 +1,108 @@
+"""Text no column can store, outside JSON bodies: the query string, the path, headers and form fields.
+
+PostgreSQL refuses NUL in text and UTF-8 cannot encode an unpaired surrogate; either used to reach
+the database as a 500 (e.g. `?name=%00` on PostgreSQL). controlplane/api/hardening.py and the form
+parsers of controlplane/api/parsers.py refuse them with a 400 JSON answer before any view runs.
+"""
+
+from typing import Any
+
+import pytest
+
+from .factories import Network, model_bytes, package_bytes, upload
+from .test_bad_input import refused, snapshot
+
+pytestmark = pytest.mark.django_db
+
+UNSTORABLE_MESSAGE = "NUL characters and unpaired surrogates"
+
+
+@pytest.fixture
+def ready(network: Network) -> Network:
+    network.package()
+    network.made["seed"] = network.seed()
+    network.combiner("combiner-1")
+    network.client("client-a")
+    network.session("s1")
+    return network
+
+
+@pytest.mark.parametrize(
+    ("url", "params"),
+    [
+        ("/api/v1/clients/", {"name": "a\x00b"}),
+        ("/api/v1/sessions/", {"session_id": "\x00"}),
+        ("/api/v1/models/", {"model": "\x00"}),
+        ("/list_clients", {"name": "\x00"}),
+        ("/api/v1/models/", {"limit": "1\x00"}),
+        ("/api/v1/clients/", {"na\x00me": "x"}),
+    ],
+)
+def test_nul_in_the_query_string_is_400(ready: Network, url: str, params: dict[str, str]) -> None:
+    assert "query string" in refused(ready.api.get(url, params), 400)
+
+
+@pytest.mark.parametrize("url", ["/api/v1/models/%00/", "/api/v1/sessions/s%001/", "/get_session/%00"])
+def test_nul_in_the_path_is_400(ready: Network, url: str) -> None:
+    assert "the path" in refused(ready.api.get(url), 400)
+
+
+@pytest.mark.parametrize(
+    "header", ["HTTP_X_SORT_KEY", "HTTP_X_SORT_ORDER", "HTTP_X_LIMIT", "HTTP_AUTHORIZATION"]
+)
+def test_nul_in_a_header_is_400(ready: Network, header: str) -> None:
+    message = refused(ready.api.get("/api/v1/clients/", **{header: "name\x00"}), 400)
+    assert UNSTORABLE_MESSAGE in message and "header" in message
+
+
+def test_a_post_with_nul_in_the_query_string_stores_nothing(ready: Network, artifact_store: Any) -> None:
+    before = snapshot(artifact_store)
+    response = ready.api.post("/api/v1/sessions/?x=%00", {"session_id": "s2"}, format="json")
+    refused(response, 400)
+    assert snapshot(artifact_store) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "fields"),
+    [
+        ("/set_package", {"helper": "numpyhelper", "name": "p\x00"}),
+        ("/set_package", {"helper": "numpy\x00helper"}),
+        ("/set_package", {"helper": "numpyhelper", "description": "\x00"}),
+        ("/set_initial_model", {"name": "seed\x00"}),
+    ],
+)
+def test_nul_in_a_multipart_field_is_400_and_nothing_is_stored(
+    ready: Network, artifact_store: Any, url: str, fields: dict[str, str]
+) -> None:
+    data = package_bytes() if url == "/set_package" else model_bytes()
+    before = snapshot(artifact_store)
+    response = ready.api.post(url, {**fields, "file": upload("upload.bin", data)}, format="multipart")
+    assert "form fields" in refused(response, 400)
+    assert snapshot(artifact_store) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/add_client", "client_id=a%00b&name=a%00b"),
+        ("/start_session", "session_id=s%00&rounds=1"),
+        ("/api/v1/clients/list", "name=%00"),
+        ("/api/v1/sessions/count", "session_id=%00"),
+        ("/set_active_package", "id=%00"),
+    ],
+)
+def test_nul_in_a_urlencoded_form_is_400_and_nothing_is_stored(
+    ready: Network, artifact_store: Any, url: str, body: str
+) -> None:
+    before = snapshot(artifact_store)
+    response = ready.api.post(url, body, content_type="application/x-www-form-urlencoded")
+    assert "form fields" in refused(response, 400)
+    assert snapshot(artifact_store) == before
+
+
+def test_ordinary_form_and_query_text_still_works(ready: Network) -> None:
+    assert ready.api.get("/api/v1/clients/", {"name": "client-a"}).json()["count"] == 1
+    response = ready.api.post(
+        "/set_package", {"helper": "numpyhelper", "name": "p2", "file": upload("p.tgz", package_bytes())}
+    )
+    assert response.status_code == 200, response.content
