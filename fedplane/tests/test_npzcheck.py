@@ -8,6 +8,7 @@ import sys
 import textwrap
 import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,25 @@ def test_peak_memory_of_a_process_checking_a_bomb_stays_bounded(tmp_path: Path, 
     # The bomb declares gigabytes; checking it grows the process as little as a 4 KiB model does.
     assert bomb["growth_kib"] < 64 * 1024, bomb
     assert bomb["growth_kib"] < baseline["growth_kib"] + 16 * 1024, (bomb, baseline)
+
+
+def test_a_deflate_stream_longer_than_declared_is_read_only_to_the_declared_size(tmp_path: Path) -> None:
+    """The member inflates to 256 MiB; header and zip directory say 4 KiB: reading stops there."""
+    header = hostile.npy_header("'<f4'", (1024,))
+    declared = header + np.full(1024, 0.5, dtype=np.float32).tobytes()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = deflate.compress(declared) + deflate.flush(zlib.Z_FULL_FLUSH)
+    chunk = deflate.compress(bytes(1 << 20)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    stream += chunk * 256 + deflate.flush()
+    member = ("0.npy", stream, len(declared), zipfile.ZIP_DEFLATED)
+    path = write(tmp_path, hostile.zip_of([member], crc=zlib.crc32(declared)))
+    tracemalloc.start()
+    try:
+        summary = check_model_file(path, limits=LIMITS)
+        layers = load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.declared_bytes == 4096
+    np.testing.assert_array_equal(layers[0], 0.5)
+    assert peak < 2 << 20, peak
