@@ -376,7 +376,7 @@ def _infos_in_layer_order(infos: list[zipfile.ZipInfo]) -> list[zipfile.ZipInfo]
 
 
 def _check_directory_bounds(handle: BinaryIO, file_size: int) -> None:
-    """Read the zip's end record and refuse an empty archive or a directory too large to index.
+    """Read the zip's end record and refuse a directory too large to index.
 
     zipfile reads the whole central directory into memory and builds an object per entry, so its
     declared size and entry count are bounded first: a small file cannot make indexing expensive.

@@ -70,13 +70,16 @@ class ModelSpec:
         for i, (name, shape, dtype, want_shape, want_dtype) in enumerate(
             zip(reader.names, reader.shapes, reader.dtypes, self.shapes, self.dtypes, strict=True)
         ):
-            if shape != want_shape or not _same_kind(dtype, want_dtype):
-                what = "shape" if shape != want_shape else "dtype"
-                raise InvalidUpdate(
-                    f"layer {i} (member {name!r}) has {what} {shape if what == 'shape' else dtype}: "
-                    f"declared shape {shape} dtype {dtype}, the global model has shape {want_shape} "
-                    f"dtype {want_dtype}"
-                )
+            if shape != want_shape:
+                problem = f"has shape {shape}"
+            elif not _same_kind(dtype, want_dtype):
+                problem = f"has dtype {dtype}"
+            else:
+                continue
+            raise InvalidUpdate(
+                f"layer {i} (member {name!r}) {problem}: declared shape {shape} dtype {dtype}, "
+                f"the global model has shape {want_shape} dtype {want_dtype}"
+            )
 
 
 def _same_kind(dtype: np.dtype, reference: np.dtype) -> bool:
