@@ -44,7 +44,7 @@ ROUTE_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("get", "tokens-revoked"): frozenset({"combiner", "admin"}),
 }
 # Routes that answer without a token: the health probe and the API's own documentation.
-OPEN_ROUTES = {("get", "legacy-health"), ("get", "schema"), ("get", "swagger-ui")}
+OPEN_ROUTES = {("get", "legacy-health"), ("get", "schema"), ("get", "swagger-ui"), ("get", "redoc")}
 # Routes whose request names a client or combiner: the token's `sub` must be that name.
 BOUND_ROUTES = {
     ("post", "legacy-add-client"),
