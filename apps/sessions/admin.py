@@ -19,9 +19,9 @@ from apps.sessions.admin_display import (
     SessionIdFilter,
     counted,
     model_link,
+    round_took,
     session_link,
 )
-from apps.sessions.choices import RoundStatus
 from apps.sessions.metrics import numeric_metrics, session_metrics
 from apps.sessions.models import (
     CombinerReport,
@@ -208,7 +208,6 @@ class SessionAdmin(admin.ModelAdmin):
         rows = []
         for item in rounds:
             values = by_round.get(item.number, {})
-            took = item.updated_at - item.created_at if item.status != RoundStatus.PENDING else None
             rows.append(
                 {
                     "link": link(change_url(item), item.round_id),
@@ -217,8 +216,8 @@ class SessionAdmin(admin.ModelAdmin):
                     "reports": item.report_count,
                     "examples": item.examples or 0,
                     "metrics": [f"{values[name]:.4f}" if name in values else "-" for name in metric_names],
-                    "created_at": item.created_at,
-                    "took": f"{took.total_seconds():.1f} s" if took is not None else "-",
+                    "started_at": item.started_at,
+                    "took": round_took(item),
                 }
             )
         filtered = {"session_id": session.session_id}
@@ -316,7 +315,7 @@ class RoundAdmin(ReadOnlyAdmin):
         "report_count",
         "attempt",
         "created_at",
-        "updated_at",
+        "took",
     ]
     list_filter = ["status", RoundSessionFilter]
     list_select_related = ["session"]
@@ -335,6 +334,9 @@ class RoundAdmin(ReadOnlyAdmin):
         "config_json",
         "data_json",
         "created_at",
+        "started_at",
+        "finished_at",
+        "took",
         "updated_at",
     ]
     readonly_fields = fields
@@ -355,6 +357,10 @@ class RoundAdmin(ReadOnlyAdmin):
     @admin.display(description="model")
     def global_model(self, item: Round) -> SafeString | str:
         return model_link(item.model_id)
+
+    @admin.display(description="took")
+    def took(self, item: Round) -> str:
+        return round_took(item)
 
     @admin.display(description="reports", ordering="reports_received")
     def report_count(self, item: Any) -> int:

@@ -8,7 +8,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from apps.sessions.choices import ControllerStateValue, LogLevel, RoundStatus, SessionStatus
-from apps.sessions.models import Session
+from apps.sessions.models import Round, Session
 from controlplane.admin_widgets import (
     BAD,
     INFO,
@@ -58,6 +58,12 @@ def model_link(model_id: str | None) -> SafeString | str:
         return "-"
     url = reverse("admin:mlmodels_model_changelist") + "?" + urlencode({"q": model_id})
     return link(url, short_id(model_id))
+
+
+def round_took(item: Round) -> str:
+    """How long a round ran, from its first start to its commit, failure or stop."""
+    duration = item.duration
+    return f"{duration.total_seconds():.1f} s" if duration is not None else "-"
 
 
 def session_link(session_id: str | None) -> SafeString | str:

@@ -1,3 +1,6 @@
+import datetime as dt
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 
@@ -98,6 +101,10 @@ class Round(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the combiners first accepted the round, and when it ended: its model committed, or it
+    # failed or was stopped. Retries fall between the two; validation comes after.
+    started_at = models.DateTimeField(blank=True, null=True)
+    finished_at = models.DateTimeField(blank=True, null=True)
 
     objects = RoundQuerySet.as_manager()
 
@@ -106,6 +113,20 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"round {self.round_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # auto_now sets updated_at only when it is among the fields saved: every save moves it.
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "updated_at"}
+        super().save(*args, **kwargs)
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        """From the first start to the commit (or failure, or stop); None while either is unknown."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
 
 
 class CombinerReport(models.Model):

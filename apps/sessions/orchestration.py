@@ -228,6 +228,7 @@ def step_starting(session: Session, token: str) -> float:
     config = {**current.round_config, "round_attempt": current.attempt}
     # Fence before the side effect: the lease is ours and outlasts the Start calls' deadline.
     extend_lease(session.pk, token, LEASE)
+    sent_at = timezone.now()
     answers = call_combiners(
         Combiner.objects.filter(name__in=names).order_by("name"),
         lambda combiner: combiner_client(combiner).start(config),
@@ -241,7 +242,10 @@ def step_starting(session: Session, token: str) -> float:
     failed += [f"{name}: not registered" for name in sorted(set(names) - set(answers))]
     with fenced(session.pk, token):
         current.round_data = {**current.round_data, "participants": started, "start_failures": failed}
-        current.save(update_fields=["round_data"])
+        # A retry keeps the first start: the round's duration counts the attempts it took.
+        if started and current.started_at is None:
+            current.started_at = sent_at
+        current.save(update_fields=["round_data", "started_at"])
         if not started:
             return end_attempt(session, current, "No combiner accepted the round: " + "; ".join(failed))
         attempt = f" (retry {current.attempt})" if current.attempt else ""
@@ -393,7 +397,8 @@ def step_reducing(session: Session, token: str) -> float:
         }
         current.status = RoundStatus.SUCCESS if session.validate else RoundStatus.FINISHED
         current.model_id = str(new_model.model_id)
-        current.save(update_fields=["status", "model_id", "round_data"])
+        current.finished_at = timezone.now()
+        current.save(update_fields=["status", "model_id", "round_data", "finished_at"])
         session.rounds_completed += 1
         session.step = SessionStep.VALIDATING if session.validate else SessionStep.NEXT_ROUND
         session.step_deadline = timezone.now() + min(
@@ -541,7 +546,8 @@ def step_validating(session: Session, token: str) -> float:
 def fail_round(session: Session, current: Round, reason: str) -> None:
     current.status = RoundStatus.FAILED
     current.status_reason = reason
-    current.save(update_fields=["status", "status_reason", "round_data"])
+    current.finished_at = timezone.now()
+    current.save(update_fields=["status", "status_reason", "round_data", "finished_at"])
     session_fail(session, f"Round {current.round_id} failed: {reason}")
 
 
@@ -568,8 +574,10 @@ def session_finish(session: Session) -> None:
 
 def session_fail(session: Session, reason: str) -> None:
     if session.current_round_id:
+        # update() skips auto_now: the times are set here.
+        now = timezone.now()
         Round.objects.filter(pk=session.current_round_id, status=RoundStatus.PENDING).update(
-            status=RoundStatus.FAILED, status_reason=reason
+            status=RoundStatus.FAILED, status_reason=reason, finished_at=now, updated_at=now
         )
     _end(session, SessionStatus.FAILED, reason, LogLevel.ERROR)
 
@@ -581,8 +589,9 @@ def session_stop_now(session: Session, token: str) -> None:
         if current is not None and current.status == RoundStatus.PENDING:
             participants = current.round_data.get("participants", [])
             # Close the round first, so the "stopped" reports the combiners send back are refused.
+            now = timezone.now()
             Round.objects.filter(pk=current.pk).update(
-                status=RoundStatus.STOPPED, status_reason="session stopped"
+                status=RoundStatus.STOPPED, status_reason="session stopped", finished_at=now, updated_at=now
             )
         _end(session, SessionStatus.STOPPED, "Stopped on request.", LogLevel.INFO)
     call_combiners(
