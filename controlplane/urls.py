@@ -72,7 +72,7 @@ LEGACY_ROUTES = {
 def documented(view: Any) -> Any:
     """A flat FEDn route; it must declare its input and answers (extend_schema on the @api_view)."""
     if "schema" not in getattr(view.cls, "kwargs", {}):
-        raise ImproperlyConfigured(f"The FEDn route {view.__name__} declares no schema (extend_schema).")
+        raise ImproperlyConfigured(f"The FEDn route {view.cls.__name__} declares no schema (extend_schema).")
     return view
 
 

@@ -292,3 +292,24 @@ def test_every_flat_route_is_documented_and_tagged(schema: Schema) -> None:
                 for media in content.values():
                     # No free-form answer: every body names its shape.
                     assert media["schema"] != {"type": "object", "additionalProperties": {}}, (name, status)
+
+
+def test_refusals_of_auth_match_their_schema(populated: Network, schema: Schema, settings: Any) -> None:
+    settings.FEDN_JWT_SECRET_KEY = "test-secret"
+    for operation, url in [("/list_clients/", "/list_clients"), ("/api/v1/models/", "/api/v1/models/")]:
+        refused = answer(populated.api.get(url), 401)
+        assert schema.errors(refused, schema.response(operation, "get", 401)) == []
+
+
+def test_a_flat_route_without_its_schema_is_refused() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from rest_framework.decorators import api_view
+
+    from controlplane.urls import documented
+
+    @api_view(["GET"])
+    def undocumented(request: Any) -> None:
+        return None
+
+    with pytest.raises(ImproperlyConfigured, match="undocumented"):
+        documented(undocumented)
