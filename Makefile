@@ -36,7 +36,7 @@ if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi;
 endef
 
 .PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
-	test-chaos test-chaos-short fedn-venv test-compat services-start services-stop services-status demo serve clean
+	test-chaos test-chaos-short test-fuzz fedn-venv test-compat services-start services-stop services-status demo serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -123,6 +123,15 @@ test-chaos: deps install ## chaos: 20 rounds under SIGKILLs on PostgreSQL+Redis+
 	eval "$$($(SERVICES) env)"; \
 	export FEDPLANE_CHAOS_FULL=1; \
 	$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_full $(PYTEST_ARGS))
+
+# Uses the services when they are up (and leaves them up); otherwise starts them and stops them after.
+test-fuzz: deps install ## schema fuzzing of a real controller, full budget (FEDPLANE_FUZZ_EXAMPLES per operation, default 200)
+	@$(hold_services_lock); \
+	if $(SERVICES) status >/dev/null 2>&1; then echo "== using the running services"; \
+	else trap '$(SERVICES) stop' EXIT; $(SERVICES) start 9>&-; fi; \
+	eval "$$($(SERVICES) env)"; \
+	export FEDPLANE_FUZZ_EXAMPLES=$${FEDPLANE_FUZZ_EXAMPLES:-200}; \
+	$(call run_pytest,-m fuzz tests/fuzz $(PYTEST_ARGS))
 
 test-embedded: install ## storage/API tests on the embedded defaults (SQLite, files, filesystem broker)
 	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
