@@ -4,16 +4,45 @@ In POST /list and /count bodies a value with commas means any-of, as in FEDn.
 """
 
 import datetime as dt
+import re
 from typing import Any
 
 import django_filters
+from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.db.models import QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
+
+from controlplane.api.pagination import MAX_DB_INT
+
+# An integer as the databases take it: ASCII digits (int() also takes "٣", "1_000" and spaces).
+INTEGER = re.compile(r"-?[0-9]+")
+
+
+def target_field(model: type[models.Model], path: str) -> models.Field | None:
+    """The model field a filter's `field_name` (which may follow relations) ends on."""
+    field: Any = None
+    for name in path.split(LOOKUP_SEP):
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return None
+        if field.is_relation and field.related_model is not None:
+            model = field.related_model
+    return field
+
+
+def strict_integer(value: str, name: str) -> int:
+    """An integer filter value, or a 400: a value past the database's range is an error there."""
+    if not INTEGER.fullmatch(value) or not -MAX_DB_INT - 1 <= int(value) <= MAX_DB_INT:
+        raise ValidationError({name: f"'{value}' is not an integer the database can hold"})
+    return int(value)
 
 
 class FednFilter(django_filters.CharFilter):
@@ -23,11 +52,14 @@ class FednFilter(django_filters.CharFilter):
         if value in (None, ""):
             return qs
         request = getattr(self.parent, "request", None)
+        any_of = request is not None and request.method == "POST" and "," in value
+        values: list[Any] = [item for item in value.split(",") if item != ""] if any_of else [value]
+        if isinstance(target_field(qs.model, self.field_name), models.IntegerField):
+            values = [strict_integer(item, self.field_name) for item in values]
         try:
-            if request is not None and request.method == "POST" and "," in value:
-                values = [item for item in value.split(",") if item != ""]
+            if any_of:
                 return qs.filter(**{f"{self.field_name}__in": values})
-            return super().filter(qs, value)
+            return super().filter(qs, values[0])
         except (DjangoValidationError, ValueError, TypeError):
             # Not a value the column can hold (e.g. a non-uuid model id): like FEDn's string match, no hits.
             return qs.none()

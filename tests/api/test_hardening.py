@@ -106,3 +106,27 @@ def test_ordinary_form_and_query_text_still_works(ready: Network) -> None:
         "/set_package", {"helper": "numpyhelper", "name": "p2", "file": upload("p.tgz", package_bytes())}
     )
     assert response.status_code == 200, response.content
+
+
+# ---------------------------------------------------------------- integer filters
+
+NOT_AN_INTEGER = ["99999999999999999999", "-99999999999999999999", "²", "٣", "1_000", "12080.0", "0x10"]
+
+
+@pytest.mark.parametrize("value", NOT_AN_INTEGER)
+def test_an_integer_filter_takes_ascii_digits_within_the_database_range(ready: Network, value: str) -> None:
+    assert "port" in refused(ready.api.get("/api/v1/combiners/", {"port": value}), 400)
+
+
+@pytest.mark.parametrize("value", NOT_AN_INTEGER)
+def test_an_any_of_integer_filter_refuses_any_value_past_the_range(ready: Network, value: str) -> None:
+    # Posted as any-of, an out-of-range value used to reach the database: a 500.
+    response = ready.api.post("/api/v1/combiners/list", {"port": f"12080,{value}"}, format="json")
+    assert "port" in refused(response, 400)
+
+
+def test_integer_filters_still_match(ready: Network) -> None:
+    assert ready.api.get("/api/v1/combiners/", {"port": "12080"}).json()["count"] == 1
+    assert ready.api.get("/api/v1/combiners/", {"port": "1"}).json()["count"] == 0
+    posted = ready.api.post("/api/v1/combiners/list", {"port": "1,12080"}, format="json")
+    assert posted.json()["count"] == 1
