@@ -71,16 +71,24 @@ class FednDateTimeFilter(django_filters.CharFilter):
     def filter(self, qs: QuerySet, value: Any) -> QuerySet:
         if value in (None, ""):
             return qs
-        # A bare day first: parse_datetime would read "2024-05-22" as that day's midnight.
-        day = parse_date(value)
+        refusal = ValidationError({self.field_name: f"'{value}' is not a date or timestamp"})
+        try:
+            # A bare day first: parse_datetime would read "2024-05-22" as that day's midnight.
+            day = parse_date(value)
+            moment = None if day is not None else parse_datetime(value.replace(" ", "T", 1))
+        except ValueError as exc:  # well-formed but no such day or time, e.g. "2024-13-45"
+            raise refusal from exc
         if day is not None:
             return qs.filter(**{f"{self.field_name}__date": day})
-        moment = parse_datetime(value.replace(" ", "T", 1))
         if moment is not None:
             if timezone.is_naive(moment):
                 moment = timezone.make_aware(moment, dt.UTC)  # FEDn's plain timestamps are UTC
+            try:
+                moment = moment.astimezone(dt.UTC)
+            except OverflowError as exc:  # e.g. 9999-12-31T23:59-05:00 is past year 9999 in UTC
+                raise refusal from exc
             return qs.filter(**{self.field_name: moment})
-        raise ValidationError({self.field_name: f"'{value}' is not a date or timestamp"})
+        raise refusal
 
 
 def add_aliases(filterset: type[django_filters.FilterSet], aliases: dict[str, str]) -> None:

@@ -130,3 +130,31 @@ def test_integer_filters_still_match(ready: Network) -> None:
     assert ready.api.get("/api/v1/combiners/", {"port": "1"}).json()["count"] == 0
     posted = ready.api.post("/api/v1/combiners/list", {"port": "1,12080"}, format="json")
     assert posted.json()["count"] == 1
+
+
+# ---------------------------------------------------------------- date filters
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-13-45",
+        "2024-02-30",
+        "0000-01-01",
+        "2024-05-22T25:00",
+        "2024-02-30 10:00",
+        "9999-12-31T23:59:59-05:00",
+    ],
+)
+@pytest.mark.parametrize("url", ["/api/v1/sessions/", "/api/v1/models/", "/api/v1/clients/"])
+def test_a_well_formed_date_that_does_not_exist_is_400(ready: Network, url: str, value: str) -> None:
+    # parse_date and parse_datetime raise on these, which used to be a 500.
+    field = "updated_at" if url == "/api/v1/clients/" else "committed_at"
+    assert "not a date or timestamp" in refused(ready.api.get(url, {field: value}), 400)
+
+
+def test_a_posted_date_filter_that_does_not_exist_is_400(ready: Network, artifact_store: Any) -> None:
+    before = snapshot(artifact_store)
+    response = ready.api.post("/api/v1/sessions/list", {"committed_at": "2024-13-45"}, format="json")
+    assert "not a date or timestamp" in refused(response, 400)
+    assert snapshot(artifact_store) == before
