@@ -148,6 +148,11 @@ def start_control_plane(federation: Federation, api: APIClient) -> None:
     wait_for("the controller", lambda: api.get_controller_status()["state"], 60, federation)
 
 
+def shown(path: Path) -> str:
+    """A path as the user would type it from the checkout."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def serve_only(args: argparse.Namespace) -> int:
     """`make serve`: the control plane on what var/ holds, until Ctrl-C; nothing is reset."""
     var_dir = Path(args.var_dir or os.environ.get("FEDPLANE_VAR_DIR") or ROOT / "var").resolve()
@@ -157,6 +162,10 @@ def serve_only(args: argparse.Namespace) -> int:
     (var_dir / "logs").mkdir(parents=True, exist_ok=True)
     federation = Federation(var_dir, args.port, args.combiner_port, 0)
     url = f"http://127.0.0.1:{args.port}"
+    print(f"Serving the data in {shown(var_dir)}/ (database, models, logs).")
+    demo_dir = ROOT / "var" / "demo"
+    if var_dir != demo_dir and (demo_dir / "fedplane.sqlite3").exists():
+        print(f"The demo's data is in {shown(demo_dir)}/: make serve ARGS='--var-dir {shown(demo_dir)}'")
     try:
         prepare_database_and_static(federation)
         print(f"Starting the controller, a Celery worker and a Celery beat (logs in {federation.logs}) ...")
@@ -349,6 +358,12 @@ def main() -> int:
         if not answer.get("success"):
             raise SystemExit(f"The session did not start: {answer.get('message')}")
         print(f"\nSession {session_id}: {args.rounds} rounds of fedavg over {args.clients} clients\n")
+        print(
+            "Each client holds its own share of scikit-learn's 8x8 handwritten digits and trains a small\n"
+            "neural network (examples/digits) on it; each round the combiner averages their updates into\n"
+            "a new global model. accuracy and loss are that model's on the clients' held-out test digits\n"
+            "(the mean over clients); seconds is how long the round took.\n"
+        )
         print(f"{'round':>5}  {'participants':>12}  {'accuracy':>8}  {'loss':>8}  {'seconds':>8}")
         printed: set[str] = set()
         last = time.monotonic()
@@ -382,6 +397,12 @@ def main() -> int:
             print(
                 f"Token:    export FEDN_AUTH_TOKEN=$(cat {token_files['operator']})"
                 "   (role admin, for fedplane and APIClient)"
+            )
+        if not args.serve:
+            print(
+                "\nThe demo stops everything it started now, so these addresses answer only while it runs\n"
+                f"with --serve: `make demo ARGS=--serve` keeps it up; `make serve ARGS='--var-dir {shown(var_dir)}'`\n"
+                "serves this demo's data again (database, models, admin user) without training."
             )
         if args.serve:
             print("\nServing; press Ctrl-C to stop everything.")
