@@ -65,7 +65,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout
 
 
 def _seed(server: FuzzServer) -> None:
-    """A package, a seed model, a combiner and a client, through the API itself."""
+    """A package, a seed model, a combiner, a client and a session, through the API itself."""
     http = server.session(token=True)
     timeout = 60
 
@@ -105,17 +105,22 @@ def _seed(server: FuzzServer) -> None:
             timeout=timeout,
         )
     )
-    for resource, keys in {
-        "packages": ("id",),
-        "models": ("id",),
-        "clients": ("id",),
-        "combiners": ("id",),
-    }.items():
+    # A session that is created, not started: no worker runs, so none would ever finish.
+    config = {"aggregator": "fedavg", "round_timeout": 30, "clients_required": 1, "rounds": 1}
+    ok(
+        http.post(
+            f"{server.url}/api/v1/sessions/",
+            json={"session_id": "fuzz-session", "session_config": config},
+            timeout=timeout,
+        )
+    )
+    for resource in ("packages", "models", "clients", "combiners", "sessions"):
         body = ok(http.get(f"{server.url}/api/v1/{resource}/", timeout=timeout))
         for item in body.get("result", []):
-            for key in keys:
-                if key in item:
-                    server.known.setdefault(f"{resource}:{key}", str(item[key]))
+            if "id" in item:
+                server.known.setdefault(f"{resource}:id", str(item["id"]))
+        if f"{resource}:id" not in server.known:
+            raise ServerError(f"seeding left no row with an id in /api/v1/{resource}/: {body}")
 
 
 def _mint(env: dict[str, str], role: str, subject: str) -> str:
