@@ -68,6 +68,9 @@ class Federation:
         self.processes.append((name, process))
 
     def stop(self) -> None:
+        # A second Ctrl-C must not cut the shutdown short and leave processes running; it has its
+        # own deadline, after which the stragglers are killed.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
