@@ -65,7 +65,13 @@ def cmd_model_upload(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_model_download(ctx: Context, args: argparse.Namespace) -> int:
-    return report_result(ctx, ctx.api.download_model(args.id, args.path))
+    model_id = args.id
+    if model_id == "active":
+        active = ctx.api.get_active_model()
+        model_id = active.get("model_id") or active.get("model")
+        if not model_id:
+            return report_result(ctx, {"success": False, "message": "There is no active model."})
+    return report_result(ctx, ctx.api.download_model(str(model_id), args.path))
 
 
 def cmd_model_trail(ctx: Context, args: argparse.Namespace) -> int:

@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("path", metavar="PATH")
     upload.set_defaults(handler=cmd_model_upload)
     download = models.add_parser("download", parents=[common], help="download a model file")
-    download.add_argument("id", metavar="ID", help="model id or uuid")
+    download.add_argument("id", metavar="ID", help='model id or uuid, or "active" for the active model')
     download.add_argument("path", metavar="PATH", help="file to write")
     download.set_defaults(handler=cmd_model_download)
     trail = models.add_parser("trail", parents=[common], help="show a model's ancestors, oldest first")

@@ -384,6 +384,10 @@ def test_cli_uploads_and_downloads(
     code, _, _ = cli(network, capsys, "model", "download", network.seed_model_id, str(tmp_path / "seed.npz"))
     assert code == EXIT_OK
     assert (tmp_path / "seed.npz").read_bytes() == network.seed_bytes
+    # "active" names the model a new session would start from: the seed just uploaded.
+    code, _, _ = cli(network, capsys, "model", "download", "active", str(tmp_path / "active.npz"))
+    assert code == EXIT_OK
+    assert (tmp_path / "active.npz").read_bytes() == seed.read_bytes()
     # Downloads get the mode any new file gets (not mkstemp's private 0600).
     umask = os.umask(0o022)
     os.umask(umask)
