@@ -1,5 +1,6 @@
 """Request parsers: DRF's, with bounds that keep hostile bodies a 4xx."""
 
+import json
 import re
 from typing import Any
 
@@ -30,6 +31,26 @@ def refuse_unstorable_strings(data: Any, what: str = "JSON strings") -> None:
                 pending.extend(values)
         elif isinstance(item, list):
             pending.extend(item)
+
+
+class UnstorableJSON(ValueError):
+    """JSON text nested past the stack or holding strings no column can store."""
+
+
+def loads_storable(text: str | bytes) -> Any:
+    """json.loads for JSON that arrives inside a form field: the same bounds as the JSON parser.
+
+    Raises ValueError (json's own, or UnstorableJSON) for anything the parser would refuse.
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError as exc:
+        raise UnstorableJSON("nested too deeply") from exc
+    try:
+        refuse_unstorable_strings(data)
+    except ParseError as exc:
+        raise UnstorableJSON(str(exc.detail)) from exc
+    return data
 
 
 class BoundedJSONParser(JSONParser):

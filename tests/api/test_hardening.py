@@ -6,6 +6,7 @@ parsers of controlplane/api/parsers.py refuse them with a 400 JSON answer before
 """
 
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -157,4 +158,29 @@ def test_a_posted_date_filter_that_does_not_exist_is_400(ready: Network, artifac
     before = snapshot(artifact_store)
     response = ready.api.post("/api/v1/sessions/list", {"committed_at": "2024-13-45"}, format="json")
     assert "not a date or timestamp" in refused(response, 400)
+    assert snapshot(artifact_store) == before
+
+
+# ---------------------------------------------------------------- JSON inside a form field
+
+
+@pytest.mark.parametrize(
+    "config",
+    ['{"aggregator": "fedavg\\u0000"}', '{"\\ud800": 1}', "[" * 100_000],
+    ids=["nul", "surrogate", "nested"],
+)
+@pytest.mark.parametrize("content", ["multipart", "urlencoded"])
+def test_json_text_in_a_form_field_has_the_json_parsers_bounds(
+    ready: Network, artifact_store: Any, config: str, content: str
+) -> None:
+    # session_config posted as a form field is JSON text the serializer decodes: NUL in it
+    # reached PostgreSQL's jsonb as a 500, deep nesting was a RecursionError.
+    before = snapshot(artifact_store)
+    fields = {"session_id": "s-form", "session_config": config}
+    if content == "multipart":
+        response = ready.api.post("/api/v1/sessions/", fields, format="multipart")
+    else:
+        body = urlencode(fields)
+        response = ready.api.post("/api/v1/sessions/", body, content_type="application/x-www-form-urlencoded")
+    assert "session_config" in refused(response, 400)
     assert snapshot(artifact_store) == before

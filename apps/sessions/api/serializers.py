@@ -1,4 +1,3 @@
-import json
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -8,6 +7,7 @@ from apps.sessions.choices import RoundStatus, SessionStatus
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
 from apps.sessions.records import SESSION_CONFIG_FIELDS, session_config
 from controlplane.api.fields import as_http_date
+from controlplane.api.parsers import loads_storable
 from controlplane.api.serializers import (
     FreeFormObjectField,
     HttpDateField,
@@ -272,7 +272,7 @@ class JsonObjectField(serializers.Field):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, str):
             try:
-                data = json.loads(data)
+                data = loads_storable(data)  # the JSON parser's bounds, for JSON in a form field
             except ValueError:
                 self.fail("invalid")
         if not isinstance(data, dict):
