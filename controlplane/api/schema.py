@@ -28,6 +28,8 @@ ERROR_MEANINGS = {
     413: "The request body is larger than the controller accepts.",
 }
 UNSAFE_METHODS = {"post", "put", "patch", "delete"}
+# Components made by or_failure end with this; add_error_responses relaxes their oneOf to anyOf.
+FAILURE_SUFFIX = "OrFailure"
 
 
 def error(code: int, description: str | None = None) -> OpenApiResponse:
@@ -119,6 +121,11 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
                         "description": ERROR_MEANINGS[code],
                     },
                 )
+    # An answer or FEDn's failure (see or_failure): a success answer may also fit the loose Error
+    # shape, so "one of" would refuse it; "any of" says what is meant.
+    for name, component in schemas.items():
+        if name.endswith(FAILURE_SUFFIX) and "oneOf" in component:
+            component["anyOf"] = component.pop("oneOf")
     return result
 
 
@@ -139,6 +146,8 @@ class FednSuccessSerializer(serializers.Serializer):
 
 def or_failure(answer: Any, name: str) -> PolymorphicProxySerializer:
     """A 200 that is either `answer` or FEDn's logical failure (`success: false`, still 200)."""
+    if not name.endswith(FAILURE_SUFFIX):
+        raise ValueError(f"{name}: an answer-or-failure component's name ends with {FAILURE_SUFFIX!r}")
     return PolymorphicProxySerializer(
         component_name=name, serializers=[answer, ErrorSerializer], resource_type_field_name=None
     )
