@@ -468,6 +468,7 @@ def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
             model_id = uuid.UUID(reports[0].model_id or "")
             key = artifact_key(model_id)
             size, sha256 = local.stat().st_size, sha256_of(local)
+            remember_layout(key, local)
         else:
             model_id = uuid.uuid4()
             key = artifact_key(model_id)
@@ -476,6 +477,7 @@ def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
             # Hash the local file: reading the stored copy back would move the model twice.
             size, sha256 = combined.stat().st_size, sha256_of(combined)
             artifacts.save(key, combined)
+            remember_layout(key, combined)
     round_data = {
         "reduce": {
             "time_aggregate_model": (timezone.now() - started).total_seconds(),
@@ -487,6 +489,23 @@ def reduce_models(current: Round, reports: list[CombinerReport]) -> Reduced:
     return Reduced(model_id, key, size, sha256, round_data)
 
 
+# Layouts of stored models by artifact key. An artifact is never rewritten under its key, so an
+# entry never goes stale; the reduce records the model it makes, the next round's global model, so
+# a worker reduces round after round without downloading the global model again.
+_layouts: dict[str, ModelSpec] = {}
+LAYOUT_CACHE_SIZE = 16
+
+
+def remember_layout(key: str, path: Path) -> ModelSpec:
+    """Read a model file's layout from its headers and keep it under its artifact key."""
+    with open_layers(path) as reader:
+        spec = ModelSpec.of(reader)
+    _layouts[key] = spec
+    while len(_layouts) > LAYOUT_CACHE_SIZE:
+        del _layouts[next(iter(_layouts))]
+    return spec
+
+
 def round_model_spec(current: Round, workdir: Path) -> ModelSpec:
     """Layer shapes and dtypes of the model the round trained from, read from its headers."""
     model = Model.objects.find(current.round_config.get("model_id", "")) or model_get_active()
@@ -494,10 +513,12 @@ def round_model_spec(current: Round, workdir: Path) -> ModelSpec:
         raise RuntimeError(
             f"round {current.round_id} has no global model to check the combined models against"
         )
+    key = model.artifact.name
+    if key in _layouts:
+        return _layouts[key]
     local = workdir / "global.npz"
-    artifacts.download(model.artifact.name, local)
-    with open_layers(local) as reader:
-        return ModelSpec.of(reader)
+    artifacts.download(key, local)
+    return remember_layout(key, local)
 
 
 def send_validation(

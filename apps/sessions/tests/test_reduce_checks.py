@@ -100,3 +100,34 @@ def test_models_like_the_global_model_are_averaged_and_committed(fs_storage: Any
     combined = load_model(Path(fs_storage.path(model.artifact.name)))
     assert [layer.shape for layer in combined] == SHAPES
     np.testing.assert_allclose(combined[0], 2.0)
+
+
+def test_the_reduce_keeps_the_layout_of_the_model_it_makes_for_the_next_rounds_check(
+    fs_storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The global model of round n+1 is the model round n's reduce made: its layout is known."""
+    monkeypatch.setattr(orchestration, "_layouts", {})
+    downloaded: list[str] = []
+    real_download = artifacts.download
+
+    def recorded_download(key: str, path: Path) -> None:
+        downloaded.append(key)
+        real_download(key, path)
+
+    monkeypatch.setattr(artifacts, "download", recorded_download)
+    session = reducing_session(tmp_path, {"north": npz_bytes(1.0), "south": npz_bytes(3.0)})
+    reduced_round = session.current_round
+    assert reduced_round is not None
+    seed = Model.objects.find(reduced_round.round_config["model_id"])
+    assert seed is not None
+    orchestration.session_advance(session_pk=session.pk)
+    assert seed.artifact.name in downloaded  # the first reduce reads the seed's headers
+    made = Model.objects.get(active=True)
+    next_round = reduced_round
+    next_round.round_config = {**next_round.round_config, "model_id": str(made.model_id)}
+
+    downloaded.clear()
+    spec = orchestration.round_model_spec(next_round, tmp_path)
+
+    assert downloaded == []
+    assert [tuple(shape) for shape in spec.shapes] == [tuple(shape) for shape in SHAPES]
