@@ -109,6 +109,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every page shows times to the second with their time zone (controlplane/formats/en/formats.py),
+# not the locale's "Dec. 1, 2026, 7:31 a.m.".
+FORMAT_MODULE_PATH = ["controlplane.formats"]
 
 # The application serves its own static files (WhiteNoise) from STATIC_ROOT, which
 # `manage.py collectstatic` fills (make demo and make serve run it); the storage is in storage.py.
