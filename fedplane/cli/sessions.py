@@ -108,7 +108,10 @@ def watch_session(ctx: Context, session_id: str, timeout: float, poll_interval: 
     pending: list[Mapping[str, Any]] = []
 
     def emit(round_doc: Mapping[str, Any]) -> None:
-        summary = round_summary(ctx.api, round_doc)
+        # Re-read the round: a round reported as Success when its model was committed is
+        # Finished once validated, and the line should say what the rounds list says.
+        current = {str(doc.get("round_id")): doc for doc in ctx.api.iter_session_rounds(session_id)}
+        summary = round_summary(ctx.api, current.get(str(round_doc.get("round_id")), round_doc))
         line = json.dumps(summary, sort_keys=True) if ctx.as_json else format_round_summary(summary)
         bar.write(line, file=ctx.out)
 
