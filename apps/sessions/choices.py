@@ -25,35 +25,36 @@ class RoundStatus(models.TextChoices):
     STOPPED = "Stopped", "Stopped"
 
 
+# Status words: labels are FEDn's wire values, so the admin, the API and the CLI use one word.
 class ControllerStateValue(models.TextChoices):
-    SETUP = "setup", "Setup"
-    IDLE = "idle", "Idle"
-    INSTRUCTING = "instructing", "Instructing"
-    MONITORING = "monitoring", "Monitoring"
+    SETUP = "setup", "setup"
+    IDLE = "idle", "idle"
+    INSTRUCTING = "instructing", "instructing"
+    MONITORING = "monitoring", "monitoring"
 
 
 class StatusType(models.TextChoices):
-    LOG = "LOG", "Log"
-    MODEL_UPDATE_REQUEST = "MODEL_UPDATE_REQUEST", "Model update request"
-    MODEL_UPDATE = "MODEL_UPDATE", "Model update"
-    MODEL_VALIDATION_REQUEST = "MODEL_VALIDATION_REQUEST", "Model validation request"
-    MODEL_VALIDATION = "MODEL_VALIDATION", "Model validation"
-    INFERENCE = "INFERENCE", "Inference"
+    LOG = "LOG", "LOG"
+    MODEL_UPDATE_REQUEST = "MODEL_UPDATE_REQUEST", "MODEL_UPDATE_REQUEST"
+    MODEL_UPDATE = "MODEL_UPDATE", "MODEL_UPDATE"
+    MODEL_VALIDATION_REQUEST = "MODEL_VALIDATION_REQUEST", "MODEL_VALIDATION_REQUEST"
+    MODEL_VALIDATION = "MODEL_VALIDATION", "MODEL_VALIDATION"
+    INFERENCE = "INFERENCE", "INFERENCE"
 
 
 class LogLevel(models.TextChoices):
-    INFO = "INFO", "Info"
-    DEBUG = "DEBUG", "Debug"
-    WARNING = "WARNING", "Warning"
-    ERROR = "ERROR", "Error"
-    AUDIT = "AUDIT", "Audit"
+    INFO = "INFO", "INFO"
+    DEBUG = "DEBUG", "DEBUG"
+    WARNING = "WARNING", "WARNING"
+    ERROR = "ERROR", "ERROR"
+    AUDIT = "AUDIT", "AUDIT"
 
 
 class Role(models.TextChoices):
-    WORKER = "WORKER", "Worker"
-    COMBINER = "COMBINER", "Combiner"
-    REDUCER = "REDUCER", "Reducer"
-    OTHER = "OTHER", "Other"
+    WORKER = "WORKER", "WORKER"
+    COMBINER = "COMBINER", "COMBINER"
+    REDUCER = "REDUCER", "REDUCER"
+    OTHER = "OTHER", "OTHER"
 
 
 class SessionStep(models.TextChoices):
