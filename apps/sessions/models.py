@@ -157,7 +157,7 @@ class CombinerReport(models.Model):
 class Status(models.Model):
     """An event (FEDn's `control.status`)."""
 
-    sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    sender_name = models.CharField(max_length=128, blank=True, default="")
     sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER, db_index=True)
     status = models.TextField(blank=True, default="")
     log_level = models.CharField(
@@ -165,16 +165,24 @@ class Status(models.Model):
     )
     data = models.TextField(blank=True, default="")
     correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
-    timestamp = models.DateTimeField(db_index=True)
-    type = models.CharField(max_length=32, choices=StatusType.choices, default=StatusType.LOG, db_index=True)
+    timestamp = models.DateTimeField()
+    type = models.CharField(max_length=32, choices=StatusType.choices, default=StatusType.LOG)
     extra = models.TextField(blank=True, default="")
-    session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    session_id = models.CharField(max_length=128, blank=True, default="")
 
     objects = NaturalKeyQuerySet["Status"].as_manager()
 
     class Meta:
         ordering = ["-timestamp", "-id"]
         verbose_name_plural = "statuses"
+        # Each filter FEDn's clients and the admin use, ending in the sort key, so a filtered page
+        # is read in order from one index (no sort of the matches) and a count scans only the index.
+        indexes = [
+            models.Index(fields=["timestamp", "id"], name="status_time"),
+            models.Index(fields=["session_id", "timestamp", "id"], name="status_session_time"),
+            models.Index(fields=["type", "timestamp", "id"], name="status_type_time"),
+            models.Index(fields=["sender_name", "type", "timestamp", "id"], name="status_sender_type_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.sender_name}: {self.status[:60]}"
@@ -183,23 +191,30 @@ class Status(models.Model):
 class Validation(models.Model):
     """A client's validation of a model (FEDn's `control.validations`)."""
 
-    sender_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    sender_name = models.CharField(max_length=128, blank=True, default="")
     sender_role = models.CharField(max_length=16, choices=Role.choices, default=Role.WORKER, db_index=True)
     receiver_name = models.CharField(max_length=128, blank=True, default="", db_index=True)
     receiver_role = models.CharField(
         max_length=16, choices=Role.choices, default=Role.COMBINER, db_index=True
     )
-    model_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    model_id = models.CharField(max_length=64, blank=True, default="")
     data = models.TextField(blank=True, default="", help_text="JSON of the metrics.")
     correlation_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
-    timestamp = models.DateTimeField(db_index=True)
+    timestamp = models.DateTimeField()
     meta = models.TextField(blank=True, default="")
-    session_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    session_id = models.CharField(max_length=128, blank=True, default="")
 
     objects = NaturalKeyQuerySet["Validation"].as_manager()
 
     class Meta:
         ordering = ["-timestamp", "-id"]
+        # As for statuses: the filters in use, each ending in the sort key.
+        indexes = [
+            models.Index(fields=["timestamp", "id"], name="validation_time"),
+            models.Index(fields=["model_id", "timestamp", "id"], name="validation_model_time"),
+            models.Index(fields=["session_id", "timestamp", "id"], name="validation_session_time"),
+            models.Index(fields=["sender_name", "timestamp", "id"], name="validation_sender_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sender_name} on {self.model_id}"

@@ -38,6 +38,20 @@ def target_field(model: type[models.Model], path: str) -> models.Field | None:
     return field
 
 
+def may_be_null(model: type[models.Model], path: str) -> bool:
+    """Whether a field path can yield NULL: a nullable column, or a nullable relation on the way."""
+    for name in path.split(LOOKUP_SEP):
+        try:
+            field: Any = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return True
+        if field.null:
+            return True
+        if field.is_relation and field.related_model is not None:
+            model = field.related_model
+    return False
+
+
 def strict_integer(value: str, name: str) -> int:
     """An integer filter value, or a 400: a value past the database's range is an error there."""
     if not INTEGER.fullmatch(value) or not -MAX_DB_INT - 1 <= int(value) <= MAX_DB_INT:

@@ -10,7 +10,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane.api.filters import FednFilterBackend
+from controlplane.api.filters import FednFilterBackend, may_be_null
+from controlplane.api.pagination import count_of
 
 SORT_HEADERS = [
     OpenApiParameter("X-Sort-Key", str, OpenApiParameter.HEADER, required=False),
@@ -39,11 +40,19 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
             allowed = ", ".join(sorted(self.sort_fields))
             raise ValidationError({"X-Sort-Key": f"cannot sort by '{key}'; use one of: {allowed}"})
         descending = self.request.headers.get("X-Sort-Order", "").lower() != "asc"
-        field = F(self.sort_fields[key])
-        # Missing values sort lowest, as in FEDn's MongoDB: last when descending, first when ascending.
+        path = self.sort_fields[key]
+        field = F(path)
+        if may_be_null(queryset.model, path):
+            # Missing values sort lowest, as in FEDn's MongoDB: last when descending, first when
+            # ascending.
+            if descending:
+                return queryset.order_by(field.desc(nulls_last=True), F("pk").desc())
+            return queryset.order_by(field.asc(nulls_first=True), F("pk").asc())
+        # A column without NULLs is ordered plainly: an explicit NULLS clause on it would keep
+        # PostgreSQL from reading the (field, id) index and make it sort the whole table instead.
         if descending:
-            return queryset.order_by(field.desc(nulls_last=True), F("pk").desc())
-        return queryset.order_by(field.asc(nulls_first=True), F("pk").asc())
+            return queryset.order_by(field.desc(), F("pk").desc())
+        return queryset.order_by(field.asc(), F("pk").asc())
 
     def filter_queryset(self, queryset: QuerySet) -> QuerySet:
         queryset = super().filter_queryset(queryset)
@@ -74,4 +83,4 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=False, methods=["get", "post"])
     def count(self, request: Request) -> Response:
         """The number of matching objects, as a bare integer."""
-        return Response(self.filter_queryset(self.get_queryset()).count())
+        return Response(count_of(self.filter_queryset(self.get_queryset())))
