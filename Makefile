@@ -17,7 +17,7 @@ SERVICES := scripts/services.sh
 # Folders that do not exist (yet) are left out; when none exists pytest is given them anyway and
 # fails loudly, rather than silently falling back to the whole suite.
 EMBEDDED_TEST_PATHS ?= apps tests/api
-EMBEDDED_TESTS ?= -m "not e2e and not compat" $(or $(wildcard $(EMBEDDED_TEST_PATHS)),$(EMBEDDED_TEST_PATHS))
+EMBEDDED_TESTS ?= -m "not e2e and not compat and not readme" $(or $(wildcard $(EMBEDDED_TEST_PATHS)),$(EMBEDDED_TEST_PATHS))
 # The slowest tests are listed at the end of each run, to keep `make test` within its time.
 PYTEST_ARGS ?= -ra --durations=15
 ARGS ?=
@@ -36,7 +36,7 @@ if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi;
 endef
 
 .PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
-	test-chaos test-chaos-short test-fuzz fedn-venv test-compat services-start services-stop services-status demo serve clean
+	test-chaos test-chaos-short test-fuzz test-readme fedn-venv test-compat services-start services-stop services-status demo serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -94,14 +94,14 @@ check: install ## Django system checks and missing migrations
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-test: deps install ## CI: services up, then protos, lint, checks, full suite on PG+S3+Redis, embedded pass
+test: deps install ## CI: services up, then protos, lint, checks, full suite on PG+S3+Redis, embedded pass, README
 	@set -uo pipefail; failed=""; \
 	$(hold_services_lock); \
 	trap '$(SERVICES) stop' EXIT; \
 	started=$$SECONDS; $(SERVICES) start 9>&- || exit 1; \
 	echo "== services started in $$((SECONDS - started))s"; \
 	eval "$$($(SERVICES) env)"; \
-	for step in check-protos lint check fedn-venv test-full test-chaos-short test-embedded; do \
+	for step in check-protos lint check fedn-venv test-full test-chaos-short test-embedded test-readme; do \
 		echo "== $$step"; started=$$SECONDS; \
 		if $(MAKE) --no-print-directory $$step 9>&-; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
 		echo "== $$step: $$result in $$((SECONDS - started))s"; \
@@ -109,8 +109,8 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	if [ -n "$$failed" ]; then echo "== make test FAILED:$$failed" >&2; exit 1; fi; \
 	echo "== make test: all steps passed"
 
-test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos aside
-	@$(call run_pytest,-m "not chaos" $(PYTEST_ARGS))
+test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos and README aside
+	@$(call run_pytest,-m "not chaos and not readme" $(PYTEST_ARGS))
 
 test-chaos-short: install ## the short chaos pass (10 rounds, 4 faults) with the current environment
 	@$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_short $(PYTEST_ARGS))
@@ -137,6 +137,11 @@ test-embedded: install ## storage/API tests on the embedded defaults (SQLite, fi
 	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
 	export FEDPLANE_VAR_DIR=$(CURDIR)/var/test-embedded; \
 	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_ARGS))
+
+# Needs no services: the README's first command is the embedded demo, in a clone of its own.
+test-readme: install ## the README's commands in order on a fresh clone of HEAD (make demo, make serve, CLI, Python)
+	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
+	$(call run_pytest,-m readme -s tests/readme $(PYTEST_ARGS))
 
 fedn-venv: ## create .fedn095, FEDn 0.9.5 in its own venv, for the compatibility tests
 	bash scripts/fedn_venv.sh
