@@ -1,4 +1,5 @@
 from datetime import timedelta
+from pathlib import Path
 
 from controlplane.settings.env import BASE_DIR, VAR_DIR, env_bool, env_int, env_list, env_str
 
@@ -10,6 +11,15 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["*"])
 # Set by `make demo` and `make serve`: one machine on loopback, where those defaults are accepted.
 FEDPLANE_DEMO = env_bool("FEDPLANE_DEMO", False)
+
+# Behind a reverse proxy that terminates TLS (docs/deploy.md): the proxy sets X-Forwarded-Proto
+# itself, overwriting a client's, so a request it got over HTTPS counts as secure here.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Served over HTTPS only: the session and CSRF cookies never travel in the clear.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
 
 INSTALLED_APPS = [
     # Before the admin: the console's templates (admin/base_site.html, admin/index.html) win.
@@ -116,7 +126,8 @@ FORMAT_MODULE_PATH = ["controlplane.formats"]
 # The application serves its own static files (WhiteNoise) from STATIC_ROOT, which
 # `manage.py collectstatic` fills (make demo and make serve run it); the storage is in storage.py.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# FEDPLANE_STATIC_ROOT keeps them apart from the data, e.g. inside a container image.
+STATIC_ROOT = Path(env_str("FEDPLANE_STATIC_ROOT") or VAR_DIR / "static")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Large uploads go to a temporary file, never whole into memory.

@@ -1,0 +1,362 @@
+"""The deploy/ commands, run for real: each systemd unit's ExecStart, then the container's entrypoint
+(deploy/run-process, the Procfile's lines), on a fresh PostgreSQL database, Redis database and S3
+bucket, with a production-like environment file (secret key set, named hosts, behind a TLS proxy).
+
+Each process is started the way systemd would start it (tests/deploy/deployfiles.py: working
+directory, Environment=, EnvironmentFile=, specifiers), checked the way docs/deploy.md's health
+checks say, and stopped with its unit's KillSignal within its TimeoutStopSec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.deploy.deployfiles import (
+    DEPLOY,
+    ROOT,
+    Installation,
+    Launch,
+    launch,
+    read_unit,
+)
+from tests.e2e.harness import Backend, free_port, prepare_backend
+
+pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
+HOST_NAME = "fedplane.test"
+START_TIMEOUT = 60.0
+# What systemd itself puts in a service's environment before Environment= and EnvironmentFile=.
+SYSTEMD_BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float, logs: Callable[[], str]) -> T:
+    """Poll `probe` until it returns something truthy; fail with the processes' logs after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # not up yet
+            last_error = f" (last error: {type(exc).__name__}: {exc})"
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{last_error}\n{logs()}")
+        time.sleep(0.3)
+
+
+@dataclass
+class Deployment:
+    """The test's stand-in for /opt/fedplane, /etc/fedplane and /var/lib/fedplane, and its ports."""
+
+    installation: Installation
+    backend: Backend
+    web_port: int
+    combiner_port: int
+    env_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+
+@dataclass
+class Running:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    spec: Launch
+
+    def tail(self, chars: int = 2500) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class Processes:
+    logs_dir: Path
+    running: dict[str, Running] = field(default_factory=dict)
+
+    def start(self, name: str, spec: Launch) -> Running:
+        log = self.logs_dir / f"{name}.{time.monotonic_ns()}.log"
+        with log.open("wb") as handle:
+            popen = subprocess.Popen(
+                spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.running[name] = Running(name, popen, log, spec)
+        return self.running[name]
+
+    def logs(self) -> str:
+        parts = []
+        for process in self.running.values():
+            state = "running" if process.popen.poll() is None else f"exited {process.popen.returncode}"
+            parts.append(f"--- {process.name} ({state}): {' '.join(process.spec.argv)}\n{process.tail()}")
+        return "\n".join(parts)
+
+    def stop_as_systemd(self, name: str) -> float:
+        """Send the unit's KillSignal as its KillMode does; seconds until the process exited.
+
+        Fails when it outlives TimeoutStopSec (systemd would SIGKILL it), exits unclean, or leaves
+        processes of its group behind.
+        """
+        process = self.running[name]
+        spec = process.spec
+        began = time.monotonic()
+        if spec.kill_mode in ("mixed", "process"):
+            process.popen.send_signal(spec.kill_signal)
+        else:
+            os.killpg(process.popen.pid, spec.kill_signal)
+        try:
+            process.popen.wait(timeout=spec.stop_timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"{name} did not stop within TimeoutStopSec={spec.stop_timeout:.0f} s after "
+                f"{spec.kill_signal.name}\n{process.tail()}"
+            )
+        took = time.monotonic() - began
+        # systemd counts an exit on the stop signal as clean, like exit code 0.
+        assert process.popen.returncode in (0, -spec.kill_signal), (
+            f"{name} exited {process.popen.returncode} on {spec.kill_signal.name}\n{process.tail()}"
+        )
+        wait_until(f"{name}'s other processes to exit", lambda: not group_alive(process), 5, self.logs)
+        return took
+
+    def kill_all(self) -> None:
+        for process in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=10)
+
+
+def group_alive(process: Running) -> bool:
+    try:
+        os.killpg(process.popen.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A production-like environment file over fresh services, migrated and with static files."""
+    if not (
+        os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+        and os.environ.get("CELERY_BROKER_URL", "").startswith("redis://")
+        and os.environ.get("S3_BUCKET")
+    ):
+        pytest.skip(
+            "a deployment needs PostgreSQL, Redis and S3: set their variables (scripts/services.sh env)"
+        )
+    base = tmp_path_factory.mktemp("deploy")
+    installation = Installation(root=ROOT, config_dir=base / "etc", state_dir=base / "state")
+    installation.config_dir.mkdir()
+    backend = prepare_backend(installation.state_dir)
+    try:
+        web_port, combiner_port = free_port(), free_port()
+        settings = {
+            **backend.env,
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": f"{HOST_NAME},127.0.0.1",
+            "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
+            "DJANGO_SECURE_HSTS_SECONDS": "3600",
+            "FEDPLANE_BIND": f"127.0.0.1:{web_port}",
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_THREADS": "4",
+            "FEDPLANE_COMBINER_CONTROLLER": f"http://127.0.0.1:{web_port}",
+            "FEDPLANE_COMBINER_HOST": "127.0.0.1",
+            "FEDPLANE_COMBINER_PORT": str(combiner_port),
+            "FEDPLANE_COMBINER_STORE": backend.store_spec,
+        }
+        env_file = installation.config_dir / "fedplane.env"
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        deployment = Deployment(installation, backend, web_port, combiner_port, env_file)
+        # The upgrade steps of docs/deploy.md, with the web unit's environment.
+        web = launch(read_unit("fedplane-web.service"), installation, SYSTEMD_BASE_ENV)
+        python = web.argv[0]
+        for step in (["migrate", "-v0"], ["collectstatic", "--noinput", "-v0"], ["check", "--deploy"]):
+            done = subprocess.run(
+                [python, "manage.py", *step],
+                cwd=web.cwd,
+                env=web.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, f"manage.py {' '.join(step)} failed:\n{done.stdout}\n{done.stderr}"
+        yield deployment
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def check_web(deployment: Deployment, web: Launch, processes: Processes) -> None:
+    url = deployment.url
+    health = wait_until(
+        "GET /health",
+        lambda: (r := requests.get(f"{url}/health", headers={"Host": HOST_NAME}, timeout=5)).ok and r,
+        START_TIMEOUT,
+        processes.logs,
+    )
+    assert health.status_code == 200
+    assert health.text == "OK"
+    # A request the proxy marks as HTTPS is secure to Django (HSTS is sent on secure requests only).
+    proxied = requests.get(
+        f"{url}/health", headers={"Host": HOST_NAME, "X-Forwarded-Proto": "https"}, timeout=5
+    )
+    assert proxied.headers.get("Strict-Transport-Security") == "max-age=3600"
+    assert "Strict-Transport-Security" not in health.headers
+    # The admin's stylesheet, as collectstatic hashed it, served by the application itself.
+    login = requests.get(f"{url}/admin/login/", headers={"Host": HOST_NAME}, timeout=10)
+    assert login.status_code == 200
+    stylesheets = re.findall(r'<link[^>]+href="(/static/[^"]+\.css)"', login.text)
+    assert stylesheets, f"no stylesheet on the login page:\n{login.text[:2000]}"
+    css = requests.get(f"{url}{stylesheets[0]}", headers={"Host": HOST_NAME}, timeout=10)
+    assert css.status_code == 200, stylesheets[0]
+    assert css.headers["Content-Type"].startswith("text/css")
+    assert re.search(r"\.[0-9a-f]{12}\.css$", stylesheets[0]), (
+        f"not a collected, hashed name: {stylesheets[0]}"
+    )
+    # The container's HEALTHCHECK command, with the web process's environment.
+    probe = subprocess.run(
+        [web.argv[0], str(DEPLOY / "healthcheck.py")], env=web.env, capture_output=True, text=True, timeout=30
+    )
+    assert probe.returncode == 0, probe.stderr
+
+
+def check_worker(worker: Launch, processes: Processes) -> None:
+    def ping() -> bool:
+        done = subprocess.run(
+            [worker.argv[0], "-m", "celery", "-A", "controlplane", "inspect", "ping", "--timeout", "3"],
+            cwd=worker.cwd,
+            env=worker.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode == 0 and "pong" in done.stdout
+
+    wait_until("celery inspect ping to be answered", ping, START_TIMEOUT, processes.logs)
+
+
+def check_beat(name: str, processes: Processes) -> None:
+    beat = processes.running[name]
+    wait_until(
+        "the beat to start", lambda: "beat: Starting..." in beat.tail(10**6), START_TIMEOUT, processes.logs
+    )
+    wait_until("the beat to lead", lambda: " leads: " in beat.tail(10**6), START_TIMEOUT, processes.logs)
+
+
+def check_combiner(deployment: Deployment, combiner_name: str, processes: Processes) -> None:
+    def serving() -> bool:
+        with grpc.insecure_channel(f"127.0.0.1:{deployment.combiner_port}") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=3
+            )
+        return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    def registered() -> bool:
+        answer = requests.get(f"{deployment.url}/api/v1/combiners/", timeout=10)
+        answer.raise_for_status()
+        return combiner_name in [item["name"] for item in answer.json()["result"]]
+
+    wait_until("the combiner's gRPC health to say SERVING", serving, START_TIMEOUT, processes.logs)
+    wait_until(f"combiner {combiner_name} to be registered", registered, START_TIMEOUT, processes.logs)
+
+
+def check_stops(processes: Processes, order: list[str]) -> dict[str, float]:
+    return {name: round(processes.stop_as_systemd(name), 2) for name in order}
+
+
+def test_units_start_serve_and_stop(deployment: Deployment, processes: Processes) -> None:
+    """web, worker, beat and combiner@c1 from their units' ExecStart, healthy, then stopped cleanly."""
+    specs = {
+        name: launch(read_unit(unit), deployment.installation, SYSTEMD_BASE_ENV, instance=instance)
+        for name, unit, instance in (
+            ("web", "fedplane-web.service", ""),
+            ("worker", "fedplane-worker.service", ""),
+            ("beat", "fedplane-beat.service", ""),
+            ("combiner", "fedplane-combiner@.service", "c1"),
+        )
+    }
+    assert specs["combiner"].env["FEDPLANE_COMBINER_NAME"] == "c1"
+    for name, spec in specs.items():
+        processes.start(name, spec)
+    check_web(deployment, specs["web"], processes)
+    check_worker(specs["worker"], processes)
+    check_beat("beat", processes)
+    check_combiner(deployment, "c1", processes)
+    took = check_stops(processes, ["combiner", "beat", "worker", "web"])
+    print(f"\nstopped within (s): {took}")
+    # With the web process gone the container's health check says so.
+    probe = subprocess.run(
+        [specs["web"].argv[0], str(DEPLOY / "healthcheck.py")],
+        env=specs["web"].env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert probe.returncode == 1
+    assert "does not answer" in probe.stderr
+
+
+def test_container_entrypoint_runs_the_procfile(deployment: Deployment, processes: Processes) -> None:
+    """deploy/run-process NAME (the image's ENTRYPOINT) runs the Procfile's line: same checks."""
+    entrypoint = str(DEPLOY / "run-process")
+    base = launch(read_unit("fedplane-web.service"), deployment.installation, SYSTEMD_BASE_ENV)
+    specs = {}
+    for name in ("web", "worker", "beat", "combiner"):
+        unit = f"fedplane-{name}@.service" if name == "combiner" else f"fedplane-{name}.service"
+        stop_policy = launch(read_unit(unit), deployment.installation, SYSTEMD_BASE_ENV, instance="c2")
+        argv = [entrypoint, name, *(["--name", "c2"] if name == "combiner" else [])]
+        # From another folder: the entrypoint finds the checkout (the image's WORKDIR) itself.
+        specs[name] = Launch(
+            argv=argv,
+            cwd=deployment.installation.state_dir,
+            env=base.env,
+            kill_signal=stop_policy.kill_signal,
+            stop_timeout=stop_policy.stop_timeout,
+            kill_mode=stop_policy.kill_mode,
+        )
+        processes.start(name, specs[name])
+    check_web(deployment, base, processes)
+    check_worker(base, processes)
+    check_beat("beat", processes)
+    check_combiner(deployment, "c2", processes)
+    # The entrypoint execs the command: the signal reaches the process itself, as PID 1's would.
+    web_command = Path(f"/proc/{processes.running['web'].popen.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"gunicorn" in web_command
+    took = check_stops(processes, ["combiner", "beat", "worker", "web"])
+    print(f"\nstopped within (s): {took}")
