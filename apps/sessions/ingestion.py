@@ -13,6 +13,7 @@ from django.utils.dateparse import parse_datetime
 from apps.sessions.choices import LogLevel, Role, RoundStatus, StatusType
 from apps.sessions.models import CombinerReport, Round, Status, Validation
 from apps.sessions.services import SessionError
+from apps.sessions.steps import wake_on_report, wake_on_validations
 from controlplane.errors import ConflictError
 from fedplane.roundreport import ReportStatus
 
@@ -44,7 +45,7 @@ def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerRepo
         )
     try:
         with transaction.atomic():
-            return CombinerReport.objects.create(
+            stored = CombinerReport.objects.create(
                 round=round,
                 combiner=combiner,
                 status=report.get("status", ReportStatus.SUCCESS.value),
@@ -55,6 +56,9 @@ def round_record_report(*, round: Round, report: dict[str, Any]) -> CombinerRepo
             )
     except IntegrityError as exc:
         raise ReportRefused(f"Combiner {combiner} has already reported round {round.round_id}.") from exc
+    # The session's step runs on the report rather than at its next poll.
+    transaction.on_commit(lambda: wake_on_report(round.pk))
+    return stored
 
 
 # ---------------------------------------------------------------- events and validations
@@ -167,4 +171,7 @@ def statuses_record(*, docs: list[dict[str, Any]]) -> int:
 def validations_record(*, docs: list[dict[str, Any]]) -> int:
     rows = [validation_from_doc(doc) for doc in docs]
     Validation.objects.bulk_create(rows)
+    model_ids = {row.model_id for row in rows if row.model_id}
+    if model_ids:
+        transaction.on_commit(lambda: wake_on_validations(model_ids))
     return len(rows)

@@ -30,14 +30,16 @@ class LeaseLost(Exception):
     """Another worker claimed the session while this step ran; the step's writes are rolled back."""
 
 
-def claim(session_pk: int, lease: dt.timedelta = LEASE) -> str | None:
-    """Take the session for one step; None when another worker holds it or it is not running."""
+def claim(session_pk: int, lease: dt.timedelta = LEASE, wake: str | None = None) -> str | None:
+    """Take the session for one step; None when another worker holds it, it is not running, or
+    `wake` (the token the task was enqueued with) is no longer the session's: a stale duplicate."""
     token = uuid.uuid4().hex
     now = timezone.now()
-    claimed = (
-        Session.objects.filter(pk=session_pk, status__in=ACTIVE_SESSION_STATUSES)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_token=token, lease_until=now + lease)
+    running = Session.objects.filter(pk=session_pk, status__in=ACTIVE_SESSION_STATUSES)
+    if wake is not None:
+        running = running.filter(wake_token=wake)
+    claimed = running.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now)).update(
+        lease_token=token, lease_until=now + lease
     )
     return token if claimed else None
 
@@ -60,11 +62,43 @@ def fenced(session_pk: int, token: str, lease: dt.timedelta = LEASE) -> Iterator
         extend_lease(session_pk, token, lease)
 
 
-def release(session_pk: int, token: str, delay: float | None) -> None:
-    next_run = timezone.now() + dt.timedelta(seconds=delay) if delay is not None else None
-    Session.objects.filter(pk=session_pk, lease_token=token).update(
-        lease_token="", lease_until=None, next_run_at=next_run
+def release(session_pk: int, token: str, delay: float | None) -> float | None:
+    """Give the session back; the answer is when its next step runs (0.0 when it was woken meanwhile).
+
+    Each release starts a new chain token (`wake_token`), so only the task enqueued after it runs.
+    """
+    now = timezone.now()
+    ours = Session.objects.filter(pk=session_pk, lease_token=token)
+    free = {"lease_token": "", "lease_until": None, "wake_token": uuid.uuid4().hex}
+    if delay is not None and ours.filter(wake_pending=True).update(
+        **free, wake_pending=False, next_run_at=now
+    ):
+        return 0.0
+    next_run = now + dt.timedelta(seconds=delay) if delay is not None else None
+    ours.update(**free, next_run_at=next_run)
+    return delay
+
+
+def wake(session_pk: int) -> str | None:
+    """What the session's step waits for has happened: run it now rather than at its next poll.
+
+    Answers a new chain token for a task to run the step with, or None when a step holds the lease
+    (that step's release then runs the next one at once) or the session is not running.
+    """
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    running = Session.objects.filter(pk=session_pk, status__in=ACTIVE_SESSION_STATUSES)
+    woken = running.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now)).update(
+        wake_token=token, next_run_at=now
     )
+    if woken:
+        return token
+    running.update(wake_pending=True)
+    return None
+
+
+def wake_token(session_pk: int) -> str | None:
+    return Session.objects.filter(pk=session_pk).values_list("wake_token", flat=True).first()
 
 
 def session_step(session_pk: int) -> str | None:

@@ -70,6 +70,11 @@ class Session(models.Model):
     lease_token = models.CharField(max_length=32, blank=True, default="")
     lease_until = models.DateTimeField(blank=True, null=True)
     next_run_at = models.DateTimeField(blank=True, null=True, db_index=True)
+    # The one chain of step tasks that may run: each task carries the token it was enqueued with,
+    # and a task whose token is no longer this one is a stale duplicate and does nothing.
+    wake_token = models.CharField(max_length=32, blank=True, default="")
+    # What a step waits for happened while a step held the lease: the next step runs at once.
+    wake_pending = models.BooleanField(default=False)
 
     objects = SessionQuerySet.as_manager()
 

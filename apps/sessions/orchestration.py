@@ -75,23 +75,22 @@ class RoundFailed(Exception):
     """The current round cannot succeed; the message is the reason shown to operators."""
 
 
-def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | None:
+def session_advance(*, session_pk: int, reduce_here: bool = True, wake: str | None = None) -> float | None:
     """Run one step of a session. Returns seconds until the next step, or None when there is none.
 
     With `reduce_here` False (the short step task), a session waiting for its reduce is left to the
     reduce task: the answer is 0.0 and nothing is done. The step is read under the claim, so a
     session that moved to its reduce just before is never reduced under the short task's limits.
+    `wake` is the chain token the task was enqueued with (leases.claim); None runs regardless.
     """
-    token = claim(session_pk)
+    token = claim(session_pk, wake=wake)
     if token is None:
         return None
     delay: float | None = None
     try:
         session = Session.objects.get(pk=session_pk)
-        if session.step == SessionStep.REDUCING and not reduce_here:
-            delay = 0.0
-            return delay
-        delay = run_step(session, token)
+        waits_for_reduce = session.step == SessionStep.REDUCING and not reduce_here
+        delay = 0.0 if waits_for_reduce else run_step(session, token)
     except LeaseLost:
         logger.warning("Session %s: the step lost its lease; its writes were rolled back", session_pk)
         return None
@@ -104,9 +103,11 @@ def session_advance(*, session_pk: int, reduce_here: bool = True) -> float | Non
             logger.warning("Session %s: the failed step had lost its lease; the holder goes on", session_pk)
             return None
         delay = None
-    finally:
-        release(session_pk, token, delay)
-    return delay
+    except BaseException:
+        # The worker is going away mid-step: free the lease so the watchdog resumes the session.
+        release(session_pk, token, None)
+        raise
+    return release(session_pk, token, delay)
 
 
 # ---------------------------------------------------------------- steps

@@ -12,6 +12,7 @@ from celery.utils.log import get_task_logger
 
 from apps.sessions import leases, orchestration, records
 from apps.sessions.choices import SessionStep
+from apps.sessions.models import Session, Validation
 
 logger = get_task_logger(__name__)
 
@@ -21,12 +22,42 @@ REDUCE_TIME_LIMIT = int(leases.REDUCE_LEASE.total_seconds())
 SOFT_MARGIN = 10
 
 
-def enqueue_step(session_pk: int, delay: float | None) -> None:
-    """The next step of a session in the task made for it (the reduce has its own)."""
+def enqueue_step(session_pk: int, delay: float | None, wake: str | None = None) -> None:
+    """The next step of a session in the task made for it (the reduce has its own), carrying the
+    session's chain token so a duplicate of the chain finds itself stale and stops."""
     if delay is None:
         return
     task = session_reduce if leases.session_step(session_pk) == SessionStep.REDUCING else session_advance
-    task.apply_async((session_pk,), countdown=delay)
+    task.apply_async((session_pk,), {"wake": wake or leases.wake_token(session_pk)}, countdown=delay)
+
+
+def wake_session(session_pk: int) -> None:
+    """Run the session's waiting step now: what it waits for (a report, the validations) is stored."""
+    token = leases.wake(session_pk)
+    if token is not None:
+        enqueue_step(session_pk, 0.0, token)
+
+
+def wake_on_report(round_pk: int) -> None:
+    """A combiner's report is stored: its session's training step can look at once."""
+    session_pk = (
+        Session.objects.filter(current_round_id=round_pk, step=SessionStep.TRAINING)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if session_pk is not None:
+        wake_session(session_pk)
+
+
+def wake_on_validations(model_ids: set[str]) -> None:
+    """Validations are stored: a session waiting for those of its new model goes on once all are in."""
+    waiting = Session.objects.filter(
+        step=SessionStep.VALIDATING, current_round__model_id__in=model_ids
+    ).values_list("pk", "current_round__model_id", "current_round__round_data")
+    for session_pk, model_id, round_data in waiting:
+        expected = (round_data or {}).get("validation", {}).get("expected", 0)
+        if Validation.objects.filter(model_id=model_id).count() >= expected:
+            wake_session(session_pk)
 
 
 @shared_task(
@@ -36,9 +67,11 @@ def enqueue_step(session_pk: int, delay: float | None) -> None:
     soft_time_limit=STEP_TIME_LIMIT - SOFT_MARGIN,
     time_limit=STEP_TIME_LIMIT,
 )
-def session_advance(session_pk: int) -> None:
+def session_advance(session_pk: int, wake: str | None = None) -> None:
     """One short step of a running session; enqueues the next while the session has steps left."""
-    enqueue_step(session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=False))
+    enqueue_step(
+        session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=False, wake=wake)
+    )
 
 
 @shared_task(
@@ -48,9 +81,11 @@ def session_advance(session_pk: int) -> None:
     soft_time_limit=REDUCE_TIME_LIMIT - SOFT_MARGIN,
     time_limit=REDUCE_TIME_LIMIT,
 )
-def session_reduce(session_pk: int) -> None:
+def session_reduce(session_pk: int, wake: str | None = None) -> None:
     """Combine a round's models and commit the new global model, under the reduce's longer lease."""
-    enqueue_step(session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=True))
+    enqueue_step(
+        session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=True, wake=wake)
+    )
 
 
 @shared_task(name="fl_sessions.sessions_watchdog", ignore_result=True)
@@ -61,5 +96,6 @@ def sessions_watchdog() -> int:
     overdue = leases.sessions_needing_a_step()
     for session_pk in overdue:
         logger.info("Resuming session %s", session_pk)
-        enqueue_step(session_pk, 0.0)
+        # A new chain token: a task of the old chain that turns up late finds itself stale.
+        wake_session(session_pk)
     return len(overdue)

@@ -243,7 +243,9 @@ def test_a_session_waiting_for_its_reduce_is_handed_to_the_reduce_task(
     sent: list[tuple[str, float]] = []
     for task in (steps.session_advance, steps.session_reduce):
         monkeypatch.setattr(
-            task, "apply_async", lambda args, countdown, name=task.name: sent.append((name, countdown))
+            task,
+            "apply_async",
+            lambda args, kwargs=None, countdown=None, name=task.name: sent.append((name, countdown)),
         )
     session = running_session(step=SessionStep.REDUCING)
     # The short step task neither claims nor reduces: it passes the session on.
