@@ -1,7 +1,8 @@
 """Everything the combiner tells the controller over REST: registration and reports.
 
-Reports go through one background sender with a bounded queue, so a slow or absent controller
-never blocks a gRPC handler; they are retried with backoff and the oldest are dropped when full.
+Reports go through background senders, one per kind of report, each with a bounded queue, so a
+slow or absent controller never blocks a gRPC handler and one kind never waits behind another;
+they are retried with backoff and the oldest are dropped when full.
 """
 
 from __future__ import annotations
@@ -92,21 +93,40 @@ class _Report:
     body: Any
 
 
-class ControllerReporter:
+# Each kind of report goes out on its own lane (queue and sender): validations never wait behind a
+# backlog of statuses, and a round's report never waits behind either.
+LANES = ("statuses", "validations", "rounds", "other")
+
+
+def lane_of(path: str) -> str:
+    if path == "/api/v1/statuses/":
+        return "statuses"
+    if path == "/api/v1/validations/":
+        return "validations"
+    if path.startswith("/api/v1/rounds/"):
+        return "rounds"
+    return "other"
+
+
+class _Lane:
+    """One kind of report: a bounded queue sent in order by one thread, batched where the route takes
+    lists, retried with backoff; the oldest are dropped when full."""
+
     def __init__(
         self,
-        controller_url: str | None,
+        name: str,
+        controller_url: str,
+        headers: dict[str, str],
         *,
-        token: str | None = None,
-        auth_scheme: str = "Bearer",
-        max_buffer: int = 10_000,
-        request_timeout: float = 10.0,
-        initial_backoff: float = 0.5,
-        max_backoff: float = 10.0,
+        max_buffer: int,
+        request_timeout: float,
+        initial_backoff: float,
+        max_backoff: float,
     ) -> None:
-        self.controller_url = controller_url.rstrip("/") if controller_url else None
+        self.name = name
+        self.controller_url = controller_url
         self._session = requests.Session()
-        self._session.headers.update(auth_headers(token, auth_scheme))
+        self._session.headers.update(headers)
         self._queue: collections.deque[_Report] = collections.deque()
         self._max_buffer = max_buffer
         self._request_timeout = request_timeout
@@ -120,20 +140,13 @@ class ControllerReporter:
         self.sent = 0
 
     def start(self) -> None:
-        if self.controller_url is None or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="controller-reporter", daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"controller-reporter-{self.name}", daemon=True
+            )
+            self._thread.start()
 
-    def post(self, path: str, body: Any, *, replace: bool = False) -> None:
-        """Queue one report; never blocks on the network.
-
-        With `replace`, the report supersedes a queued one to the same path that is not being sent
-        (a presence snapshot: only the newest matters), keeping that one's place in the queue.
-        """
-        if self.controller_url is None:
-            logger.debug("no controller configured, report dropped path=%s", path)
-            return
+    def post(self, path: str, body: Any, *, replace: bool) -> None:
         with self._changed:
             if replace:
                 waiting = [i for i in range(self._in_flight, len(self._queue)) if self._queue[i].path == path]
@@ -148,22 +161,19 @@ class ControllerReporter:
                 # Drop the oldest report that is not being sent right now.
                 del self._queue[self._in_flight]
                 self.dropped += 1
-                logger.warning("report buffer full, oldest report dropped dropped_total=%d", self.dropped)
+                logger.warning(
+                    "report buffer full, oldest report dropped lane=%s dropped_total=%d",
+                    self.name,
+                    self.dropped,
+                )
             self._queue.append(_Report(path, body))
             self._changed.notify_all()
 
-    def post_round_report(self, round_id: str, report: RoundReport) -> None:
-        """Queue the report of a training round (fedplane.roundreport); never batched nor replaced."""
-        self.post(round_report_path(round_id), report.to_json())
-
     def pending(self) -> int:
-        """Reports not yet delivered, including the batch being sent."""
         with self._changed:
             return len(self._queue)
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every queued report was sent (or dropped); False on deadline."""
-        deadline = time.monotonic() + timeout
+    def flush(self, deadline: float) -> bool:
         with self._changed:
             while self._queue or self._in_flight:
                 remaining = deadline - time.monotonic()
@@ -172,13 +182,12 @@ class ControllerReporter:
                 self._changed.wait(remaining)
         return True
 
-    def close(self, timeout: float = 5.0) -> None:
-        flushed = self.flush(timeout)
-        if not flushed:
-            logger.warning("controller reports not delivered at shutdown pending=%d", self.pending())
+    def stop(self) -> None:
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
+
+    def join(self) -> None:
         if self._thread is not None:
             self._thread.join(timeout=max(1.0, self._request_timeout))
         self._session.close()
@@ -223,7 +232,6 @@ class ControllerReporter:
                 backoff = self._initial_backoff
 
     def _send(self, path: str, body: Any) -> str:
-        assert self.controller_url is not None
         try:
             response = self._session.post(
                 self.controller_url + path, json=body, timeout=self._request_timeout
@@ -248,6 +256,87 @@ class ControllerReporter:
             )
             return "refused"
         return "sent"
+
+
+class ControllerReporter:
+    """The combiner's reports to the controller, one lane per kind (LANES); never blocks a caller."""
+
+    def __init__(
+        self,
+        controller_url: str | None,
+        *,
+        token: str | None = None,
+        auth_scheme: str = "Bearer",
+        max_buffer: int = 10_000,
+        request_timeout: float = 10.0,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.controller_url = controller_url.rstrip("/") if controller_url else None
+        self._started = False
+        self._lanes: dict[str, _Lane] = {}
+        if self.controller_url is not None:
+            headers = auth_headers(token, auth_scheme)
+            self._lanes = {
+                name: _Lane(
+                    name,
+                    self.controller_url,
+                    headers,
+                    max_buffer=max_buffer,
+                    request_timeout=request_timeout,
+                    initial_backoff=initial_backoff,
+                    max_backoff=max_backoff,
+                )
+                for name in LANES
+            }
+
+    @property
+    def dropped(self) -> int:
+        return sum(lane.dropped for lane in self._lanes.values())
+
+    @property
+    def sent(self) -> int:
+        return sum(lane.sent for lane in self._lanes.values())
+
+    def start(self) -> None:
+        if self.controller_url is None or self._started:
+            return
+        self._started = True
+        for lane in self._lanes.values():
+            lane.start()
+
+    def post(self, path: str, body: Any, *, replace: bool = False) -> None:
+        """Queue one report; never blocks on the network.
+
+        With `replace`, the report supersedes a queued one to the same path that is not being sent
+        (a presence snapshot: only the newest matters), keeping that one's place in the queue.
+        """
+        if self.controller_url is None:
+            logger.debug("no controller configured, report dropped path=%s", path)
+            return
+        self._lanes[lane_of(path)].post(path, body, replace=replace)
+
+    def post_round_report(self, round_id: str, report: RoundReport) -> None:
+        """Queue the report of a training round (fedplane.roundreport); never batched nor replaced."""
+        self.post(round_report_path(round_id), report.to_json())
+
+    def pending(self) -> int:
+        """Reports not yet delivered, including the batches being sent."""
+        return sum(lane.pending() for lane in self._lanes.values())
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued report was sent (or dropped); False on deadline."""
+        deadline = time.monotonic() + timeout
+        return all([lane.flush(deadline) for lane in self._lanes.values()])
+
+    def close(self, timeout: float = 5.0) -> None:
+        flushed = self.flush(timeout)
+        if not flushed:
+            logger.warning("controller reports not delivered at shutdown pending=%d", self.pending())
+        for lane in self._lanes.values():
+            lane.stop()
+        for lane in self._lanes.values():
+            lane.join()
 
 
 def _prefix(queue: collections.deque[_Report], path: str) -> list[_Report]:

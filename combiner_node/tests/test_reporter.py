@@ -37,6 +37,35 @@ def test_statuses_are_batched_and_carry_the_token(controller: FakeController) ->
     assert {headers["Authorization"] for _, _, headers in controller.requests} == {"Bearer tok"}
 
 
+def test_interleaved_kinds_are_batched_per_kind(controller: FakeController) -> None:
+    reporter = ControllerReporter(controller.url)
+    for i in range(30):
+        reporter.post("/api/v1/statuses/", {"status": f"s{i}"})
+        reporter.post("/api/v1/validations/", {"data": f"v{i}"})
+    reporter.start()
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert [v["data"] for v in controller.items("/api/v1/validations/")] == [f"v{i}" for i in range(30)]
+    assert [s["status"] for s in controller.items("/api/v1/statuses/")] == [f"s{i}" for i in range(30)]
+    # Queued before the senders started: one request per kind, not one per report.
+    assert len(controller.bodies("/api/v1/validations/")) == 1
+    assert len(controller.bodies("/api/v1/statuses/")) == 1
+
+
+def test_a_failing_kind_does_not_hold_back_the_others(controller: FakeController) -> None:
+    controller.script("/api/v1/statuses/", *[(503, {})] * 1000)
+    reporter = ControllerReporter(controller.url, initial_backoff=0.05, max_backoff=0.05)
+    reporter.start()
+    reporter.post("/api/v1/statuses/", {"status": "stuck"})
+    wait_for(lambda: len(controller.bodies("/api/v1/statuses/")) >= 2, timeout=5)
+    reporter.post("/api/v1/validations/", {"data": "v"})
+    reporter.post("/api/v1/rounds/1/reports", {"status": "Success"})
+    wait_for(lambda: controller.bodies("/api/v1/rounds/1/reports") == [{"status": "Success"}], timeout=5)
+    wait_for(lambda: controller.items("/api/v1/validations/") == [{"data": "v"}], timeout=5)
+    assert reporter.pending() == 1  # only the status is still being retried
+    reporter.close(timeout=0.1)
+
+
 def test_server_errors_are_retried_and_refusals_are_not(controller: FakeController) -> None:
     controller.script("/api/v1/rounds/1/reports", (503, {}), (500, {}), (200, {"accepted": True}))
     controller.script("/api/v1/rounds/2/reports", (409, {"message": "round closed"}))
