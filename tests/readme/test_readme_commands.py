@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -246,8 +247,7 @@ class ReadmeRun:
     def __init__(self, clone: Path, logs: Path) -> None:
         self.clone = clone
         self.logs = logs
-        # bash -x prints each command before it runs, so the output shows which line failed.
-        self.env = {**newcomer_env(), "PS4": "+ README: "}
+        self.env = newcomer_env()
         self.served: Served | None = None
         self.steps = 0
 
@@ -289,6 +289,7 @@ class ReadmeRun:
 
     def run_shell(self, block: Block, script: str) -> None:
         log = self.log_for(script.splitlines()[0] if script.strip() else "bash")
+        # -x prints each command before it runs ("+ make demo"), so the output shows which line failed.
         self.run_to_end(block, ["bash", "-euo", "pipefail", "-x", "-c", script], log, shown=script)
 
     def run_python(self, block: Block) -> None:
@@ -399,7 +400,11 @@ def clone(tmp_path: Path) -> Iterator[Path]:
     if changed:
         print(f"note: uncommitted changes are not in the clone, which runs HEAD ({head[:10]}):\n{changed}")
     folder = tmp_path / "clone"
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(folder)], check=True, timeout=120)
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-checkout", str(ROOT), str(folder)], check=True, timeout=120
+    )
+    # HEAD may be a commit on no branch (CI checks out detached); a fetch of HEAD brings it along.
+    subprocess.run(["git", "fetch", "--quiet", "origin", "HEAD"], cwd=folder, check=True, timeout=120)
     subprocess.run(["git", "checkout", "--quiet", "--detach", head], cwd=folder, check=True, timeout=60)
     try:
         yield folder
@@ -494,3 +499,38 @@ def test_readme_commands_run_in_order_on_a_fresh_clone(clone: Path, tmp_path: Pa
     # The two commands, the CLI section and the Python section at least.
     assert {block.section.split(" > ")[-1] for block in ran} >= {"Two commands", "Scripting a federation"}
     assert any(block.language == "python" for block in ran), [block.where for block in ran]
+
+
+def test_a_failing_line_fails_the_run_with_its_place_exit_code_and_output(tmp_path: Path) -> None:
+    block = Block("bash", "echo before\nfalse  # fails\necho after\n", 7, "Tool > Start", None, None)
+    run = ReadmeRun(tmp_path, tmp_path)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run.run(block)
+    message = str(failure.value)
+    assert "README.md line 7 (Tool > Start), bash block failed (exit code 1 after" in message
+    output = message.split("--- last lines of its output")[1]
+    assert "before" in output and "+ false" in output
+    assert "echo after" not in output  # -e: the block stops at its first failing line
+
+
+def test_a_failing_python_block_fails_the_run(tmp_path: Path) -> None:
+    # The clone's interpreter; this one stands in for it.
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    block = Block("python", "print('started')\nraise SystemExit(3)\n", 9, "Tool > Use it", None, None)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        ReadmeRun(tmp_path, tmp_path).run(block)
+    assert "python block failed (exit code 3 after" in str(failure.value)
+    assert "started" in str(failure.value).split("--- last lines of its output")[1]
+
+
+def test_a_serving_command_that_exits_fails_the_run(tmp_path: Path) -> None:
+    block = Block("bash", "make serve\n", 3, "Tool > Serve", None, None)
+    (tmp_path / "Makefile").write_text("serve:\n\t@echo no database here; exit 2\n")
+    run = ReadmeRun(tmp_path, tmp_path)
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run.run(block)
+    assert "`make serve` (README.md line 3 (Tool > Serve), bash block) exited with code 2" in str(
+        failure.value
+    )
+    assert "no database here" in str(failure.value)
