@@ -3,12 +3,13 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Max, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from apps.models.lineage import lineage_svg, model_lineage
 from apps.models.models import Model
 from apps.models.services import ModelError, model_create_seed, model_set_active
 from controlplane.admin_widgets import OK, RecentIdFilter, badge, change_url, download_link, link, short_id
@@ -105,6 +106,16 @@ class MLModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [] if obj is None else self.readonly_fields
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        model = self.get_object(request, object_id)
+        if model is not None:
+            # Ancestors, descendants and their facts: a fixed number of queries however long the line.
+            context["fp_lineage"] = lineage_svg(model_lineage(model))
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
         if change:
