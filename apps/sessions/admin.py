@@ -2,13 +2,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from apps.models.lineage import register_facts_source
 from apps.sessions import services
 from apps.sessions.admin_display import (
     CONTROLLER_TONES,
@@ -17,12 +16,12 @@ from apps.sessions.admin_display import (
     SESSION_TONES,
     RoundSessionFilter,
     SessionIdFilter,
-    counted,
     model_link,
     round_took,
     session_link,
 )
-from apps.sessions.metrics import numeric_metrics, session_metrics
+from apps.sessions.admin_overview import lineage_facts, session_overview
+from apps.sessions.metrics import numeric_metrics
 from apps.sessions.models import (
     CombinerReport,
     ControllerState,
@@ -32,24 +31,21 @@ from apps.sessions.models import (
     Status,
     Validation,
 )
-from controlplane.admin_charts import metric_charts
 from controlplane.admin_widgets import (
     OK,
     WARN,
     ReadOnlyAdmin,
     badge,
     change_url,
-    changelist_url,
     choice_badge,
-    join_links,
     link,
     pretty_json,
     progress_bar,
 )
 from fedplane.aggregators import AGGREGATOR_NAMES
 
-# Metric columns shown in a session's rounds table; the chart shows every accuracy and loss metric.
-MAX_METRIC_COLUMNS = 4
+# The model page's lineage labels each model with its session, round and metrics, which live here.
+register_facts_source(lineage_facts)
 
 
 # ---------------------------------------------------------------- sessions
@@ -195,51 +191,7 @@ class SessionAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def overview_context(self, session: Session) -> dict[str, Any]:
-        metrics = session_metrics(session)
-        metric_names = [name for name in metrics.series if "acc" in name.lower() or "loss" in name.lower()][
-            :MAX_METRIC_COLUMNS
-        ]
-        by_round = metrics.per_round()
-        rounds = (
-            Round.objects.filter(session=session)
-            .annotate(report_count=Count("reports"), examples=Sum("reports__num_examples"))
-            .order_by("number")
-        )
-        rows = []
-        for item in rounds:
-            values = by_round.get(item.number, {})
-            rows.append(
-                {
-                    "link": link(change_url(item), item.round_id),
-                    "badge": choice_badge(item.status, ROUND_TONES),
-                    "model": model_link(item.model_id),
-                    "reports": item.report_count,
-                    "examples": item.examples or 0,
-                    "metrics": [f"{values[name]:.4f}" if name in values else "-" for name in metric_names],
-                    "started_at": item.started_at,
-                    "took": round_took(item),
-                }
-            )
-        filtered = {"session_id": session.session_id}
-        events = Status.objects.filter(**filtered).count()
-        validations = Validation.objects.filter(**filtered).count()
-        related = join_links(
-            [
-                (changelist_url(Round, **filtered), counted(len(rows), "round")),
-                (changelist_url(Status, **filtered), counted(events, "event")),
-                (changelist_url(Validation, **filtered), counted(validations, "validation")),
-                (reverse("admin:mlmodels_model_changelist") + "?" + urlencode(filtered), "models"),
-            ]
-        )
-        return {
-            "fp_status_badge": choice_badge(session.status, SESSION_TONES),
-            "fp_progress": progress_bar(session.rounds_completed, session.rounds),
-            "fp_related_links": related,
-            "fp_charts": metric_charts(metrics.rounds, metrics.series),
-            "fp_validation_count": metrics.validation_count,
-            "fp_metric_names": metric_names,
-            "fp_rounds": rows,
-        }
+        return session_overview(session)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, session: Session) -> SafeString:
