@@ -54,10 +54,11 @@ $(INSTALL_STAMP): requirements.txt requirements-dev.txt | $(PY)
 
 install: $(INSTALL_STAMP) ## install requirements-dev.txt into .venv (only when requirements changed)
 
-deps: ## apt-install redis-server, postgresql and chromium (browser tests) when missing (needs root)
+deps: ## apt-install redis-server, postgresql, chromium (browser tests) and nginx (deploy tests) when missing (needs root)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x $(PY) ] || $(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \

@@ -199,3 +199,13 @@ def test_the_example_environment_file_names_only_documented_variables() -> None:
     named = re.findall(r"^#?([A-Z][A-Z0-9_]+)=", (DEPLOY / "fedplane.env.example").read_text(), re.MULTILINE)
     assert named
     assert sorted(set(named) - set(documented)) == []
+
+
+def test_nginx_body_limit_is_the_controllers_upload_limit() -> None:
+    """A lower limit at the proxy answers 413 to uploads the controller takes."""
+    from django.conf import settings
+
+    config = (DEPLOY / "nginx" / "fedplane.conf").read_text()
+    (size,) = re.findall(r"^\s*client_max_body_size\s+(\d+)([kmg]?);", config, re.MULTILINE)
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[size[1]]
+    assert int(size[0]) * factor == settings.FEDPLANE_MAX_UPLOAD_BYTES

@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -26,6 +27,7 @@ import pytest
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from combiner_node.tests.certs import CertificateAuthority
 from tests.deploy.deployfiles import (
     DEPLOY,
     ROOT,
@@ -183,7 +185,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "DJANGO_ALLOWED_HOSTS": f"{HOST_NAME},127.0.0.1",
             "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
+            # gunicorn trusts X-Forwarded-Proto from loopback by itself; trusting no address here
+            # (a documentation-only one) leaves it to Django's setting, as with a proxy on another host.
+            "FORWARDED_ALLOW_IPS": "192.0.2.1",
             "DJANGO_SECURE_HSTS_SECONDS": "3600",
+            "DJANGO_SECURE_COOKIES": "true",
+            "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{HOST_NAME}",
             "FEDPLANE_BIND": f"127.0.0.1:{web_port}",
             "WEB_CONCURRENCY": "1",
             "GUNICORN_THREADS": "4",
@@ -359,4 +366,131 @@ def test_container_entrypoint_runs_the_procfile(deployment: Deployment, processe
     web_command = Path(f"/proc/{processes.running['web'].popen.pid}/cmdline").read_bytes().split(b"\0")
     assert b"gunicorn" in web_command
     took = check_stops(processes, ["combiner", "beat", "worker", "web"])
+    print(f"\nstopped within (s): {took}")
+
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+
+def nginx_site(https_port: int, http_port: int, web_port: int, cert: Path, key: Path) -> str:
+    """deploy/nginx/fedplane.conf on test ports, name and certificate; every edit must apply."""
+    text = (DEPLOY / "nginx" / "fedplane.conf").read_text()
+    edits = {
+        "    listen 80;\n": f"    listen 127.0.0.1:{http_port};\n",
+        "    listen [::]:80;\n": "",
+        "    listen 443 ssl http2;\n": f"    listen 127.0.0.1:{https_port} ssl http2;\n",
+        "    listen [::]:443 ssl http2;\n": "",
+        "server 127.0.0.1:8092;": f"server 127.0.0.1:{web_port};",
+        "/etc/ssl/fedplane/fullchain.pem": str(cert),
+        "/etc/ssl/fedplane/privkey.pem": str(key),
+        "fedplane.example.org": HOST_NAME,
+    }
+    for old, new in edits.items():
+        assert old in text, f"deploy/nginx/fedplane.conf no longer has {old!r}: update this test"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make deps installs it)")
+def test_nginx_front_terminates_tls_for_the_web_unit(
+    deployment: Deployment, processes: Processes, tmp_path: Path
+) -> None:
+    """deploy/nginx/fedplane.conf in front of the web unit: HTTPS answers, the request is secure to
+    Django, plain HTTP only redirects, and an operator logs in to the admin through it."""
+    assert NGINX is not None
+    web = launch(read_unit("fedplane-web.service"), deployment.installation, SYSTEMD_BASE_ENV)
+    processes.start("web", web)
+    authority = CertificateAuthority("fedplane test CA")
+    cert, key = authority.issue(HOST_NAME, hosts=(HOST_NAME, "127.0.0.1")).write(tmp_path / "tls", "fedplane")
+    ca = authority.write(tmp_path / "tls", "ca")
+    https_port, http_port = free_port(), free_port()
+    (tmp_path / "fedplane.conf").write_text(nginx_site(https_port, http_port, deployment.web_port, cert, key))
+    temp_paths = "".join(
+        f"    {kind}_temp_path {tmp_path}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (tmp_path / "nginx.conf").write_text(
+        f"daemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\n    access_log {tmp_path}/access.log;\n{temp_paths}    include {tmp_path}/fedplane.conf;\n}}\n"
+    )
+    nginx = [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+    checked = subprocess.run([*nginx, "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    assert "[warn]" not in checked.stderr and "[emerg]" not in checked.stderr, checked.stderr
+    processes.start(
+        "nginx",
+        Launch(nginx, tmp_path, dict(SYSTEMD_BASE_ENV), signal.SIGQUIT, 10.0, "mixed"),
+    )
+    https = f"https://127.0.0.1:{https_port}"
+    host = {"Host": HOST_NAME}
+    health = wait_until(
+        "GET /health through nginx",
+        lambda: (r := requests.get(f"{https}/health", headers=host, verify=str(ca), timeout=5)).ok and r,
+        START_TIMEOUT,
+        processes.logs,
+    )
+    assert health.text == "OK"
+    # nginx's X-Forwarded-Proto made the request secure to Django: it sends HSTS.
+    assert health.headers.get("Strict-Transport-Security") == "max-age=3600"
+    # Plain HTTP is redirected to HTTPS, whatever the client claims, and never reaches gunicorn.
+    plain = requests.get(
+        f"http://127.0.0.1:{http_port}/admin/",
+        headers={**host, "X-Forwarded-Proto": "https"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == f"https://{HOST_NAME}/admin/"
+    # An operator logs in through the proxy: CSRF over HTTPS passes, the cookies are Secure.
+    created = subprocess.run(
+        [
+            web.argv[0],
+            "manage.py",
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "ops",
+            "--email",
+            "ops@example.org",
+        ],
+        cwd=web.cwd,
+        env={**web.env, "DJANGO_SUPERUSER_PASSWORD": "a long test password"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    with requests.Session() as browser:
+        # Not browser.verify: requests lets REQUESTS_CA_BUNDLE override a session's CA.
+        browser.headers.update(host)
+        form = browser.get(f"{https}/admin/login/", timeout=10, verify=str(ca))
+        assert form.status_code == 200
+        stylesheet = re.findall(r'<link[^>]+href="(/static/[^"]+\.css)"', form.text)[0]
+        css = browser.get(f"{https}{stylesheet}", timeout=10, verify=str(ca))
+        assert css.headers["Content-Type"].startswith("text/css")
+        assert "Secure" in form.headers["Set-Cookie"]
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert token, form.text[:2000]
+        answer = browser.post(
+            f"{https}/admin/login/?next=/admin/",
+            data={
+                "csrfmiddlewaretoken": token.group(1),
+                "username": "ops",
+                "password": "a long test password",
+                "next": "/admin/",
+            },
+            headers={"Referer": f"https://{HOST_NAME}/admin/login/", "Origin": f"https://{HOST_NAME}"},
+            allow_redirects=False,
+            timeout=10,
+            verify=str(ca),
+        )
+        assert answer.status_code == 302, answer.text[:2000]
+        assert answer.headers["Location"] == "/admin/"
+        assert re.search(r"sessionid=[^;]+;.*Secure", answer.headers["Set-Cookie"]), answer.headers[
+            "Set-Cookie"
+        ]
+        console = browser.get(f"{https}/admin/", timeout=10, verify=str(ca))
+        assert console.status_code == 200
+    took = check_stops(processes, ["nginx", "web"])
     print(f"\nstopped within (s): {took}")
