@@ -18,9 +18,16 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from apps.clients.choices import ClientStatus
+from apps.clients.models import Client
+from apps.combiners.models import Combiner
+from apps.models.models import Model
 from apps.models.tests.test_admin import make_seed
 from apps.packages.tests.test_admin import make_package
+from apps.sessions.choices import LogLevel, StatusType
+from apps.sessions.models import Round, Status
 from apps.sessions.tests.test_admin import build_finished_session
+from apps.sessions.tests.test_admin_overview import build_timed_session
 from tests.browser.served import ServedController
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -154,8 +161,8 @@ def test_admin_pages_are_styled_by_the_served_static_files(
     page.goto(f"{served.url}/admin/fl_sessions/session/{session.pk}/change/")
     browsing.assert_admin_styled()
     charts = page.locator("#fp-session-charts svg")
-    assert charts.count() == 2
-    for index in range(2):
+    assert charts.count() == 4  # a chart per metric (three) and the round durations
+    for index in range(4):
         box = charts.nth(index).bounding_box()
         assert box is not None and box["width"] > 300 and box["height"] > 150
     assert page.locator("#fp-session-charts polyline").count() == 3
@@ -194,3 +201,95 @@ def test_api_docs_render_from_the_servers_own_files(served: ServedController, br
     assert page.locator("redoc [role=menuitem]").count() > 20
     page.screenshot(path=str(SCREENSHOTS / "api_redoc.png"))
     assert not browsing.blocked, f"ReDoc asked other hosts for {browsing.blocked}"
+
+
+def test_session_charts_and_model_lineage(
+    served: ServedController, browsing: Browsing, django_user_model: Any
+) -> None:
+    """The session page charts a point per round that made a model and a bar per ended round; the
+    model page draws its lineage, linked; screenshots of every page an operator walks through."""
+    create_operator(django_user_model)
+    session = build_timed_session("timed-run", first_number=11, produced=6)
+    combiner = Combiner.objects.create(name="north", address="north.local", port=12080)
+    for name in ("c1", "c2", "c3"):
+        Client.objects.create(name=name, combiner=combiner, status=ClientStatus.ONLINE)
+    for number in range(12):
+        Status.objects.create(
+            sender_name=f"c{number % 3 + 1}",
+            status=f"Model update {number} sent",
+            log_level=LogLevel.INFO,
+            type=StatusType.MODEL_UPDATE,
+            timestamp=session.committed_at,
+            session_id=session.session_id,
+        )
+    produced = Round.objects.filter(session=session).exclude(model_id=None).count()
+    ended = Round.objects.filter(session=session, finished_at__isnull=False).count()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browsing.page
+    log_in(browsing, served)
+
+    page.goto(f"{served.url}/admin/fl_sessions/session/{session.pk}/change/")
+    browsing.assert_admin_styled()
+    metric_charts = page.locator('#fp-session-charts svg[data-chart="line"]')
+    assert metric_charts.count() == 3  # test_accuracy, test_loss, f1_score
+    for index in range(3):
+        points = metric_charts.nth(index).locator("circle.fp-point[data-round]")
+        assert points.count() == produced
+        rounds = [int(points.nth(i).get_attribute("data-round") or 0) for i in range(points.count())]
+        assert rounds == list(range(11, 11 + produced))
+    bars = page.locator('#fp-session-charts svg[data-chart="bar"] rect.fp-bar')
+    assert bars.count() == ended
+    seconds = [float(bars.nth(i).get_attribute("data-value") or 0) for i in range(ended)]
+    assert all(value > 0 for value in seconds)
+    for index in range(ended):
+        box = bars.nth(index).bounding_box()
+        assert box is not None and box["height"] > 0
+    took = page.locator("#fp-session-rounds tbody tr td:last-child").all_inner_texts()
+    assert [text for text in took if text != "-"] and all(text not in ("0.0 s", "") for text in took)
+    assert "3 clients validated each round's model (18 validations)" in page.inner_text(
+        "#fp-session-overview"
+    )
+    page.screenshot(path=str(SCREENSHOTS / "admin_session_charts.png"), full_page=True)
+    # At the browser's own resolution, to read ticks and legends.
+    page.locator("#fp-session-charts").screenshot(path=str(SCREENSHOTS / "admin_session_charts_detail.png"))
+
+    page.locator("#fp-session-rounds tbody tr").first.locator("a").first.click()
+    page.wait_for_url("**/admin/fl_sessions/round/*/change/")
+    browsing.assert_admin_styled()
+    page.screenshot(path=str(SCREENSHOTS / "admin_round_timed.png"), full_page=True)
+
+    middle = Model.objects.get(model_id=Round.objects.get(number=13).model_id)
+    parent = Model.objects.get(model_id=middle.parent_id)
+    child = Model.objects.get(parent=middle)
+    page.goto(f"{served.url}/admin/mlmodels/model/{middle.pk}/change/")
+    browsing.assert_admin_styled()
+    lineage = page.locator("#fp-model-lineage svg.fp-lineage")
+    assert lineage.is_visible()
+    current = lineage.locator('a[data-relation="current"]')
+    assert current.get_attribute("data-model-id") == str(middle.model_id)
+    assert "timed-run · round 13" in current.text_content()
+    parent_link = lineage.locator(f'a[data-relation="parent"][data-model-id="{parent.model_id}"]')
+    child_link = lineage.locator(f'a[data-relation="child"][data-model-id="{child.model_id}"]')
+    assert parent_link.get_attribute("href") == f"/admin/mlmodels/model/{parent.pk}/change/"
+    assert "test_accuracy" in (child_link.text_content() or "")
+    page.screenshot(path=str(SCREENSHOTS / "admin_model.png"), full_page=True)
+    lineage.screenshot(path=str(SCREENSHOTS / "admin_model_lineage_detail.png"))
+    child_link.click()
+    page.wait_for_url(f"**/admin/mlmodels/model/{child.pk}/change/")
+    assert (
+        page.locator(
+            f'#fp-model-lineage a[data-relation="parent"][data-model-id="{middle.model_id}"]'
+        ).count()
+        == 1
+    )
+
+    for name, path in (
+        ("admin_model_list", "/admin/mlmodels/model/"),
+        ("admin_client_list", "/admin/clients/client/"),
+        ("admin_status_list", "/admin/fl_sessions/status/"),
+        ("admin_validation_list", "/admin/fl_sessions/validation/"),
+    ):
+        page.goto(f"{served.url}{path}")
+        browsing.assert_admin_styled()
+        assert page.locator("#result_list tbody tr").count() > 0, path
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
