@@ -367,6 +367,8 @@ class StatusAdmin(ReadOnlyAdmin):
     search_fields = ["status", "sender_name", "=session_id", "=correlation_id"]
     date_hierarchy = "timestamp"
     ordering = ["-timestamp", "-id"]
+    # Events grow without end: a filtered page counts its matches, not the whole table again.
+    show_full_result_count = False
     fields = [
         "timestamp",
         "type",
@@ -401,6 +403,7 @@ class ValidationAdmin(ReadOnlyAdmin):
     search_fields = ["sender_name", "receiver_name", "=model_id", "=session_id", "=correlation_id"]
     date_hierarchy = "timestamp"
     ordering = ["-timestamp", "-id"]
+    show_full_result_count = False  # as for statuses
     fields = [
         "timestamp",
         "sender_name",
