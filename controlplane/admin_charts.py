@@ -17,7 +17,23 @@ CHART_COLOURS = ("#2f7ed8", "#e4572e", "#17a589", "#8e44ad", "#f39c12", "#7f8c8d
 NICE_STEPS = (1.0, 2.0, 5.0, 10.0)
 # Width of one character of the 11px chart font, for laying out labels without a browser.
 CHAR_WIDTH = 6.2
+# Values past this are drawn at it: a client's absurd metric must not overflow the axis arithmetic.
+CLIP = 1e150
 Band = tuple[float, float]
+
+
+def _drawable(value: float | None) -> float | None:
+    """The value as the chart draws it: NaN left out, infinities and absurd values clipped."""
+    if value is None or math.isnan(value):
+        return None
+    return max(-CLIP, min(CLIP, value))
+
+
+def _drawable_band(band: Band | None) -> Band | None:
+    if band is None:
+        return None
+    low, high = _drawable(band[0]), _drawable(band[1])
+    return None if low is None or high is None else (low, high)
 
 
 @dataclass(frozen=True)
@@ -281,7 +297,8 @@ def line_chart(
     """One SVG panel: a line with dots per series over the round numbers, each optionally with a
     shaded band (low, high) per round. The y axis fits the values and bands; `unit_interval`
     only keeps its ticks within 0-1 (a share never reads 1.2)."""
-    bands = bands or {}
+    series = {name: [_drawable(v) for v in line] for name, line in series.items()}
+    bands = {name: [_drawable_band(b) for b in line] for name, line in (bands or {}).items()}
     values = [v for line in series.values() for v in line if v is not None]
     values += [edge for line in bands.values() for band in line if band is not None for edge in band]
     top = 26
@@ -376,6 +393,7 @@ def bar_chart(
 ) -> SafeString:
     """One bar per round from zero to its value (durations, counts); the y axis starts at zero."""
     top = 26
+    values = [_drawable(v) or 0.0 for v in values]
     if not rounds:
         return _empty(title, width, top + plot_height + 44, empty, "bar")
     scale = nice_scale(0.0, max(max(values), 0.0), floor=0.0)

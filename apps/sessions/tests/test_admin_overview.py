@@ -232,3 +232,18 @@ def test_model_page_queries_do_not_grow_with_the_lineage(admin_client: HttpClien
         return len(captured)
 
     assert queries_for("short-run", 1, 2) == queries_for("long-run", 100, 30)
+
+
+def test_absurd_metrics_still_draw_a_page(admin_client: HttpClient) -> None:
+    session = build_timed_session(produced=2)
+    for client, value in (("c1", 1e308), ("c2", 1e308), ("c3", -1e308)):
+        Validation.objects.create(
+            sender_name=client,
+            model_id=Round.objects.get(number=1).model_id,
+            data=json.dumps({"huge": value, "tiny": 5e-324}),
+            timestamp=timezone.now(),
+        )
+    charts = charts_of(session_page(admin_client, session))
+    assert {"huge", "tiny"} <= set(charts)
+    second = Model.objects.get(model_id=Round.objects.get(number=1).model_id)
+    assert admin_client.get(reverse("admin:mlmodels_model_change", args=[second.pk])).status_code == 200

@@ -79,3 +79,17 @@ def test_bars_start_at_zero_and_carry_their_values() -> None:
     heights = [float(h) for h in re.findall(r'class="fp-bar"[^>]* height="([\d.]+)"', svg)]
     assert heights[1] == pytest.approx(16 * heights[0], rel=0.02)
     assert "nothing yet" in str(bar_chart("Round duration", [], [], unit="s", empty="nothing yet"))
+
+
+def test_absurd_values_are_drawn_at_the_edge_without_breaking_the_axes() -> None:
+    svg = str(
+        line_chart(
+            "overflowing",
+            [1, 2, 3],
+            {"mean": [1e308, float("inf"), float("nan")]},
+            bands={"mean": [(-1e308, 1e308), None, None]},
+        )
+    )
+    assert svg.count('class="fp-point"') == 2 and "nan" not in svg.lower() and "inf<" not in svg
+    bars = str(bar_chart("Round duration", [1, 2], [1e300, 2.0], unit="s"))
+    assert bars.count('class="fp-bar"') == 2
