@@ -55,6 +55,7 @@ HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*$")
 OPT_OUT = re.compile(r"^<!--\s*not run by tests/readme:\s*(.+?)\s*-->$")
 PREREQUISITE = re.compile(r"\bWith `([^`]+)` running\b")
 SERVING_LINE = "Serving; press Ctrl-C"
+TRACE_PREFIX = "+ README "
 # The README command that cannot run inside the suite, and what runs in its place (see above).
 STAND_INS = {("make", "test"): "make deps check"}
 
@@ -289,8 +290,14 @@ class ReadmeRun:
 
     def run_shell(self, block: Block, script: str) -> None:
         log = self.log_for(script.splitlines()[0] if script.strip() else "bash")
-        # -x prints each command before it runs ("+ make demo"), so the output shows which line failed.
-        self.run_to_end(block, ["bash", "-euo", "pipefail", "-x", "-c", script], log, shown=script)
+        # -x prints each command before it runs, with the seconds since the block began, so the
+        # output shows which line failed and how long each took (bash reads no PS4 from the
+        # environment when run as root, hence set in the script).
+        traced = f"PS4='{TRACE_PREFIX}[$SECONDS s] '; set -x\n{script}"
+        self.run_to_end(block, ["bash", "-euo", "pipefail", "-c", traced], log, shown=script)
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(TRACE_PREFIX):
+                print(f"    {line}")
 
     def run_python(self, block: Block) -> None:
         python = self.clone / ".venv" / "bin" / "python"
@@ -509,7 +516,7 @@ def test_a_failing_line_fails_the_run_with_its_place_exit_code_and_output(tmp_pa
     message = str(failure.value)
     assert "README.md line 7 (Tool > Start), bash block failed (exit code 1 after" in message
     output = message.split("--- last lines of its output")[1]
-    assert "before" in output and "+ false" in output
+    assert "before" in output and f"{TRACE_PREFIX}[0 s] false" in output
     assert "echo after" not in output  # -e: the block stops at its first failing line
 
 
