@@ -28,6 +28,7 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from combiner_node.tests.certs import CertificateAuthority
+from fedplane.api_client import APIClient
 from tests.deploy.deployfiles import (
     DEPLOY,
     ROOT,
@@ -36,7 +37,7 @@ from tests.deploy.deployfiles import (
     launch,
     read_unit,
 )
-from tests.e2e.harness import Backend, free_port, prepare_backend
+from tests.e2e.harness import Backend, build_digits, free_port, prepare_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -303,12 +304,36 @@ def check_combiner(deployment: Deployment, combiner_name: str, processes: Proces
     wait_until(f"combiner {combiner_name} to be registered", registered, START_TIMEOUT, processes.logs)
 
 
+def check_client_unit(deployment: Deployment, processes: Processes) -> None:
+    """fedplane-client@alice, as on a data holder's machine, goes online through the combiner."""
+    installation = deployment.installation
+    (installation.config_dir / "client-alice.env").write_text(f"FEDPLANE_CONTROLLER={deployment.url}\n")
+    # systemd makes the unit's StateDirectory= (its WorkingDirectory) before starting it.
+    (installation.state_dir / "client-alice").mkdir(parents=True, exist_ok=True)
+    spec = launch(read_unit("fedplane-client@.service"), installation, SYSTEMD_BASE_ENV, instance="alice")
+    assert "DJANGO_SECRET_KEY" not in spec.env and "S3_SECRET_KEY" not in spec.env
+    api = APIClient("127.0.0.1", deployment.web_port, timeout=30)
+    try:
+        package, _seed = build_digits(installation.state_dir / "example")
+        answer = api.set_active_package(str(package), "numpyhelper", name="digits")
+        assert answer.get("success", True), answer
+        processes.start("client", spec)
+
+        def alice_online() -> bool:
+            return "alice" in [client["name"] for client in api.get_active_clients()["result"]]
+
+        wait_until("client alice to be online", alice_online, START_TIMEOUT, processes.logs)
+    finally:
+        api.close()
+
+
 def check_stops(processes: Processes, order: list[str]) -> dict[str, float]:
     return {name: round(processes.stop_as_systemd(name), 2) for name in order}
 
 
 def test_units_start_serve_and_stop(deployment: Deployment, processes: Processes) -> None:
-    """web, worker, beat and combiner@c1 from their units' ExecStart, healthy, then stopped cleanly."""
+    """web, worker, beat, combiner@c1 and client@alice from their units' ExecStart, healthy, then
+    stopped cleanly."""
     specs = {
         name: launch(read_unit(unit), deployment.installation, SYSTEMD_BASE_ENV, instance=instance)
         for name, unit, instance in (
@@ -325,7 +350,8 @@ def test_units_start_serve_and_stop(deployment: Deployment, processes: Processes
     check_worker(specs["worker"], processes)
     check_beat("beat", processes)
     check_combiner(deployment, "c1", processes)
-    took = check_stops(processes, ["combiner", "beat", "worker", "web"])
+    check_client_unit(deployment, processes)
+    took = check_stops(processes, ["client", "combiner", "beat", "worker", "web"])
     print(f"\nstopped within (s): {took}")
     # With the web process gone the container's health check says so.
     probe = subprocess.run(
