@@ -313,6 +313,8 @@ def line_chart(
     frame = _frame(rounds, width, plot_height, scale, top, round_range)
     parts: list[SafeString] = [_axes(frame, y_label)]
     legend: list[_LegendEntry] = []
+    # Dots shrink as rounds crowd together, so the line and band stay visible between them.
+    radius = _coord(max(1.5, min(3.5, frame.slot / 3)))
     for index, (name, line) in enumerate(series.items()):
         colour = CHART_COLOURS[index % len(CHART_COLOURS)]
         band = bands.get(name)
@@ -334,12 +336,13 @@ def line_chart(
             note = line_notes[position] if line_notes else ""
             parts.append(
                 format_html(
-                    '<circle class="fp-point" data-round="{n}" data-value="{v}" cx="{x}" cy="{y}" r="3.5" '
+                    '<circle class="fp-point" data-round="{n}" data-value="{v}" cx="{x}" cy="{y}" r="{r}" '
                     'fill="{c}"><title>round {n}: {name} {label}{note}</title></circle>',
                     n=number,
                     v=f"{value:.6g}",
                     x=_coord(frame.x_of(number)),
                     y=_coord(frame.y_of(value)),
+                    r=radius,
                     c=colour,
                     name=name,
                     label=f"{value:.4g}",
