@@ -2,7 +2,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -294,7 +295,16 @@ class RoundAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Round]:
-        return super().get_queryset(request).annotate(reports_received=Count("reports"))
+        # Counted per listed round, not by joining every report and grouping: the list's counts and
+        # its date drill-down then read the rounds table alone.
+        reports = (
+            CombinerReport.objects.filter(round=OuterRef("pk"))
+            .order_by()
+            .values("round")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        return super().get_queryset(request).annotate(reports_received=Coalesce(Subquery(reports), 0))
 
     @admin.display(description="session", ordering="session__session_id")
     def session_link(self, item: Round) -> SafeString | str:

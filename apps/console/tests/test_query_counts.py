@@ -206,6 +206,7 @@ class Measured:
     status_code: int
     statements: list[str]
     rows: int | None  # a changelist's matches, so a list is known to hold the data it was meant to
+    body: str
 
     @property
     def count(self) -> int:
@@ -230,6 +231,7 @@ def measure_pages(scale: Scale) -> dict[str, Measured]:
             status_code=response.status_code,
             statements=[query["sql"] for query in captured.captured_queries],
             rows=changelist.result_count if changelist is not None else None,
+            body=response.content.decode(),
         )
     return measured
 
@@ -308,3 +310,11 @@ def test_the_large_lists_hold_the_whole_network(measured: dict[Scale, dict[str, 
         "combiners": LARGE.combiners,
         "controller state": 1,
     }
+
+
+def test_the_lists_count_per_row_what_they_no_longer_join(measured: dict[Scale, dict[str, Measured]]) -> None:
+    """Reports per round and clients per combiner are correlated counts: each row has its own."""
+    rounds, combiners = measured[LARGE]["rounds"].body, measured[LARGE]["combiners"].body
+    assert rounds.count(f'<td class="field-report_count">{LARGE.combiners}</td>') == LARGE.rounds
+    per_combiner = LARGE.clients // LARGE.combiners
+    assert combiners.count(f">{per_combiner // 2} / {per_combiner}</a>") == LARGE.combiners
