@@ -74,7 +74,7 @@ def admin_list(name: str, session_only: bool = False) -> Callable[[Network], str
     return url
 
 
-# The most queries each page may take, and where it is. A page's queries are the admin's own
+# Each page: the most queries it may take, and its address. A page's queries are the admin's own
 # (session, user, the list's count, its filters' choices, its date drill-down) and one per panel;
 # none is per row. The dashboard, session and model pages, still gaining panels, get more room.
 PAGES: dict[str, tuple[int, Callable[[Network], str]]] = {
