@@ -41,29 +41,47 @@ def installed_copy(unit_name: str, installation: Installation, target: Path, ins
     return path
 
 
-@pytest.mark.skipif(
+needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None,
     reason="systemd-analyze is not installed (Debian: apt-get install systemd); units not verified",
 )
-@pytest.mark.parametrize("unit_name", ALL_UNITS)
-def test_systemd_analyze_verifies_the_unit(unit_name: str, tmp_path: Path) -> None:
-    """systemd's verifier finds no error and no warning (unknown keys, bad values, missing binaries)."""
+# systemd-analyze security's exposure, times ten: at most 3.0 ("OK"; 10 is no sandbox at all).
+MAX_EXPOSURE = 30
+
+
+def installed_unit(unit_name: str, tmp_path: Path) -> Path:
+    """The unit on this checkout, with its environment files present; a template as an instance."""
     installation = Installation(root=ROOT, config_dir=tmp_path / "etc", state_dir=tmp_path / "state")
     installation.config_dir.mkdir()
     for env_file in ("fedplane.env", "combiner-test.env", "client-test.env"):
         (installation.config_dir / env_file).write_text("FEDPLANE_CONTROLLER=http://127.0.0.1:8092\n")
-    path = installed_copy(unit_name, installation, tmp_path, instance="test")
+    return installed_copy(unit_name, installation, tmp_path, instance="test")
+
+
+def systemd_analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert SYSTEMD_ANALYZE is not None
-    done = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", "--man=no", str(path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return subprocess.run([SYSTEMD_ANALYZE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit_name", ALL_UNITS)
+def test_systemd_analyze_verifies_the_unit(unit_name: str, tmp_path: Path) -> None:
+    """systemd's verifier finds no error and no warning (unknown keys, bad values, missing binaries)."""
+    path = installed_unit(unit_name, tmp_path)
+    done = systemd_analyze("verify", "--man=no", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # Unknown keys and unparsable values are only warnings to systemd; here they fail.
     assert done.stderr.strip() == "", done.stderr
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit_name", ALL_UNITS)
+def test_systemd_analyze_rates_the_sandbox_ok(unit_name: str, tmp_path: Path) -> None:
+    path = installed_unit(unit_name, tmp_path)
+    done = systemd_analyze(
+        "security", "--offline=yes", "--no-pager", f"--threshold={MAX_EXPOSURE}", str(path), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
 
 
 @pytest.mark.parametrize("unit_name", ALL_UNITS)
