@@ -4,11 +4,13 @@ table against the variables the code reads."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -227,3 +229,32 @@ def test_nginx_body_limit_is_the_controllers_upload_limit() -> None:
     (size,) = re.findall(r"^\s*client_max_body_size\s+(\d+)([kmg]?);", config, re.MULTILINE)
     factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[size[1]]
     assert int(size[0]) * factor == settings.FEDPLANE_MAX_UPLOAD_BYTES
+
+
+def load_healthcheck() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_healthcheck", DEPLOY / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("environ", "target"),
+    [
+        ({}, ("127.0.0.1", 8092, "127.0.0.1")),
+        (
+            {"FEDPLANE_BIND": "0.0.0.0:8092", "DJANGO_ALLOWED_HOSTS": "fedplane.example.org,127.0.0.1"},
+            ("127.0.0.1", 8092, "fedplane.example.org"),
+        ),
+        (
+            {"FEDPLANE_BIND": "[::]:9000", "DJANGO_ALLOWED_HOSTS": ".example.org"},
+            ("127.0.0.1", 9000, "example.org"),
+        ),
+        ({"FEDPLANE_BIND": "10.0.0.5:8092", "DJANGO_ALLOWED_HOSTS": "*"}, ("10.0.0.5", 8092, "10.0.0.5")),
+    ],
+)
+def test_healthcheck_asks_where_gunicorn_listens_with_an_allowed_host(
+    environ: dict[str, str], target: tuple[str, int, str]
+) -> None:
+    assert load_healthcheck().probe_target(environ) == target
