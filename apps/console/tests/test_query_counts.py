@@ -79,6 +79,7 @@ def admin_list(name: str, session_only: bool = False) -> Callable[[Network], str
 # none is per row. The dashboard, session and model pages, still gaining panels, get more room.
 PAGES: dict[str, tuple[int, Callable[[Network], str]]] = {
     "dashboard": (16, lambda net: reverse("admin:index")),
+    "dashboard panel": (15, lambda net: reverse("admin:console_dashboard_panel")),
     "session change": (14, admin_page("fl_sessions_session_change", lambda net: net.session.pk)),
     "sessions": (10, admin_list("fl_sessions_session")),
     "clients": (10, admin_list("clients_client")),
