@@ -36,7 +36,7 @@ if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi;
 endef
 
 .PHONY: help venv install deps protos check-protos lint format check test test-full test-embedded \
-	test-chaos test-chaos-short test-fuzz test-readme fedn-venv test-compat services-start services-stop services-status demo serve clean
+	test-chaos test-chaos-short test-fuzz test-readme fedn-venv test-compat bench bench-quick services-start services-stop services-status demo serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -155,6 +155,16 @@ test-compat: deps install ## tests against fedn==0.9.5 in its own venv (.fedn095
 	$(SERVICES) start 9>&-; \
 	eval "$$($(SERVICES) env)"; \
 	$(call run_pytest,-m compat $(PYTEST_ARGS))
+
+# The figures of bench/ on the running services (never started or stopped here), one table with the
+# machine's description in bench/RESULTS.md; each figure's output in var/bench/.
+bench: install ## every benchmark figure at full size; the table, with the machine, in bench/RESULTS.md
+	@$(SERVICES) status >/dev/null || { echo "error: the services are down (make services-start)" >&2; exit 1; }
+	@eval "$$($(SERVICES) env)"; $(PY) bench/run.py $(ARGS)
+
+bench-quick: install ## the benchmark figures at small sizes (under 5 minutes), table in bench/RESULTS.md
+	@$(SERVICES) status >/dev/null || { echo "error: the services are down (make services-start)" >&2; exit 1; }
+	@eval "$$($(SERVICES) env)"; $(PY) bench/run.py --quick $(ARGS)
 
 services-start: install ## start Redis, PostgreSQL and SeaweedFS S3 on loopback
 	$(SERVICES) start

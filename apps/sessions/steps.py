@@ -9,6 +9,7 @@ them through apps/sessions/tasks.py.
 
 from celery import shared_task
 from celery.utils.log import get_task_logger
+from django.conf import settings
 
 from apps.sessions import leases, orchestration, records
 from apps.sessions.choices import SessionStep
@@ -40,6 +41,8 @@ def wake_session(session_pk: int) -> None:
 
 def wake_on_report(round_pk: int) -> None:
     """A combiner's report is stored: its session's training step can look at once."""
+    if not settings.FEDPLANE_WAKE_STEPS:
+        return
     session_pk = (
         Session.objects.filter(current_round_id=round_pk, step=SessionStep.TRAINING)
         .values_list("pk", flat=True)
@@ -51,6 +54,8 @@ def wake_on_report(round_pk: int) -> None:
 
 def wake_on_validations(model_ids: set[str]) -> None:
     """Validations are stored: a session waiting for those of its new model goes on once all are in."""
+    if not settings.FEDPLANE_WAKE_STEPS:
+        return
     waiting = Session.objects.filter(
         step=SessionStep.VALIDATING, current_round__model_id__in=model_ids
     ).values_list("pk", "current_round__model_id", "current_round__round_data")

@@ -144,6 +144,9 @@ FEDPLANE_MODEL_MAX_BYTES = env_int("FEDPLANE_MODEL_MAX_BYTES", 4 * 1024**3)
 FEDPLANE_NETWORK_ID = env_str("FEDPLANE_NETWORK_ID", "fedn-network")
 FEDPLANE_CONTROLLER_HOST = env_str("FEDPLANE_CONTROLLER_HOST", "127.0.0.1")
 FEDPLANE_CONTROLLER_PORT = env_int("FEDPLANE_CONTROLLER_PORT", 8092)
+# A stored report or the last expected validation runs the waiting session step at once; off, the
+# step only polls (bench/round_overhead.py measures both).
+FEDPLANE_WAKE_STEPS = env_bool("FEDPLANE_WAKE_STEPS", True)
 # Seconds a client stays online after its combiner last saw it.
 FEDPLANE_CLIENT_ONLINE_WINDOW = env_int("FEDPLANE_CLIENT_ONLINE_WINDOW", 10)
 
