@@ -38,6 +38,17 @@ def _positive_float(value: str) -> float:
     return number
 
 
+BYTE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _byte_size(value: str) -> int:
+    """A size in bytes, with an optional binary unit: 4294967296, 4G, 512M."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", value, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {value!r} (e.g. 4G, 512M, 1048576)")
+    return int(match.group(1)) * BYTE_UNITS[match.group(2).upper()]
+
+
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     def env(key: str, default: str | None = None) -> str | None:
         return environ.get(ENV_PREFIX + key, default)
@@ -90,6 +101,30 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", default=env("WORKDIR"), help="spool folder (default: a temp dir)")
     parser.add_argument(
+        "--update-size-factor",
+        type=_positive_float,
+        default=env("UPDATE_SIZE_FACTOR", "2"),
+        help="a model update may be this many times the round's global model, plus the margin",
+    )
+    parser.add_argument(
+        "--update-size-margin",
+        type=_byte_size,
+        default=env("UPDATE_SIZE_MARGIN", "16M"),
+        help="bytes an update may exceed factor x global model by (default 16M)",
+    )
+    parser.add_argument(
+        "--max-upload-bytes",
+        type=_byte_size,
+        default=env("MAX_UPLOAD_BYTES"),
+        help="cap on any model update whatever the global model (default: what the disk holds)",
+    )
+    parser.add_argument(
+        "--disk-reserve",
+        type=_byte_size,
+        default=env("DISK_RESERVE", "1G"),
+        help="free space an upload never takes on the workdir's disk (default 1G)",
+    )
+    parser.add_argument(
         "--register-deadline",
         type=_positive_float,
         default=float(env("REGISTER_DEADLINE")) if env("REGISTER_DEADLINE") else None,
@@ -139,6 +174,10 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         max_clients=args.max_clients,
         online_window=args.online_window,
         workdir=Path(args.workdir) if args.workdir else None,
+        update_size_factor=args.update_size_factor,
+        update_size_margin=args.update_size_margin,
+        max_upload_bytes=args.max_upload_bytes,
+        disk_reserve_bytes=args.disk_reserve,
     )
 
 

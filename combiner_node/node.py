@@ -14,7 +14,7 @@ import grpc
 
 from combiner_node.auth import AuthSettings, IdentityGuard, JWTInterceptor, RevocationList
 from combiner_node.clients import ClientRegistry, snapshot_body
-from combiner_node.modelfiles import ModelFiles
+from combiner_node.modelfiles import GIB, MIB, ModelFiles, UploadLimits
 from combiner_node.reporter import ControllerReporter
 from combiner_node.revocations import POLL_SECONDS, RevocationPoller
 from combiner_node.rounds import AggregatorFactory, RoundHandler, default_aggregator_factory
@@ -52,7 +52,12 @@ class NodeSettings:
     online_window: float = 10.0
     presence_interval: float = PRESENCE_REPORT_SECONDS
     workdir: Path | None = None
-    max_upload_bytes: int = 2 * 1024**3
+    # A client's update may be update_size_factor x the round's global model + update_size_margin,
+    # never over max_upload_bytes (None: what the disk holds, less disk_reserve_bytes).
+    update_size_factor: float = 2.0
+    update_size_margin: int = 16 * MIB
+    max_upload_bytes: int | None = None
+    disk_reserve_bytes: int = GIB
     revocation_poll_seconds: float = POLL_SECONDS
     aggregator_factory: AggregatorFactory = field(default=default_aggregator_factory)
 
@@ -69,7 +74,15 @@ class CombinerNode:
         self.reporter = ControllerReporter(
             settings.controller_url, token=settings.token, auth_scheme=settings.auth_scheme
         )
-        self.files = ModelFiles(self.workdir, max_upload_bytes=settings.max_upload_bytes)
+        self.files = ModelFiles(
+            self.workdir,
+            limits=UploadLimits(
+                factor=settings.update_size_factor,
+                margin_bytes=settings.update_size_margin,
+                max_bytes=settings.max_upload_bytes,
+                disk_reserve_bytes=settings.disk_reserve_bytes,
+            ),
+        )
         self.revoked = RevocationList()
         self.guard = IdentityGuard(settings.auth, combiner_name=settings.name, revoked=self.revoked)
         self._revocations: RevocationPoller | None = None

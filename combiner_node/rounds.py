@@ -197,6 +197,13 @@ class RoundHandler:
         with self._lock:
             return self._current.config.round_id if self._current else None
 
+    @property
+    def training_model_id(self) -> str | None:
+        """The global model the open training round sent: it sets the size limit of the updates."""
+        with self._lock:
+            current = self._current
+            return current.config.model_id if current is not None and not current.closed else None
+
     # What a client may transfer ------------------------------------------------------------
 
     def may_download(self, client: str, model_id: str) -> bool:
@@ -383,6 +390,8 @@ class RoundHandler:
             raise RoundFailed(f"global model {model_id} is not in the artifact store") from exc
         except StoreError as exc:
             raise RoundFailed(f"could not fetch global model {model_id}: {exc}") from exc
+        except OSError as exc:  # e.g. no room left on the combiner's disk
+            raise RoundFailed(f"could not stage global model {model_id}: {exc}") from exc
 
     def _select(self, wanted: int) -> list[str]:
         online = self.registry.online_names()

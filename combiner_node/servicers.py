@@ -192,7 +192,13 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
             raise IncompleteUpload(f"upload of {model_id!r} ended without its OK terminator")
 
         try:
-            self.files.receive_upload(model_id, chunks(), owner=client or "", quota=quota)
+            self.files.receive_upload(
+                model_id,
+                chunks(),
+                owner=client or "",
+                quota=quota,
+                global_model_id=self.rounds.training_model_id,
+            )
         except UploadNotWanted as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except InvalidModelId as exc:
