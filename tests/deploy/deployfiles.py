@@ -8,9 +8,12 @@ map it onto this checkout and a temporary folder, and expand ExecStart= as syste
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +232,81 @@ def read_containerfile() -> list[Instruction]:
         keyword, _, arguments = line.partition(" ")
         instructions.append(Instruction(keyword.upper(), arguments.strip()))
     return instructions
+
+
+def dockerignore_patterns() -> list[re.Pattern[str]]:
+    """.dockerignore's patterns as regular expressions over paths relative to the build context."""
+    patterns = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("!"):
+            raise ValueError("exceptions (!pattern) are not handled by these tests")
+        regex = re.escape(line.strip("/")).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        patterns.append(re.compile(regex))
+    return patterns
+
+
+def ignored(relative: str, patterns: list[re.Pattern[str]]) -> bool:
+    """Whether the build context leaves out `relative` (itself or one of its parent folders)."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
+    return any(pattern.fullmatch(prefix) for pattern in patterns for prefix in prefixes)
+
+
+def containerfile_env() -> dict[str, str]:
+    """The image's ENV, in order."""
+    env: dict[str, str] = {}
+    for instruction in read_containerfile():
+        if instruction.keyword == "ENV":
+            for assignment in shlex.split(instruction.arguments):
+                key, _, value = assignment.partition("=")
+                env[key] = value
+    return env
+
+
+def assemble_image_tree(installation: Installation) -> None:
+    """What the image's WORKDIR would hold, without a builder: each COPY from the build context
+    (less what .dockerignore leaves out) into `installation.root`, the checkout's virtualenv in place
+    of the one the image installs, then the RUN steps that run the project's own code."""
+    instructions = read_containerfile()
+    workdir = next(i.arguments for i in instructions if i.keyword == "WORKDIR")
+    assert workdir == INSTALL_ROOT, "the image's WORKDIR is the units' installed root"
+    patterns = dockerignore_patterns()
+    target = installation.root
+    target.mkdir(parents=True)
+
+    def copy_file(source: Path, destination: Path) -> None:
+        relative = str(source.relative_to(ROOT))
+        if ignored(relative, patterns):
+            return
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+
+    for instruction in instructions:
+        if instruction.keyword != "COPY":
+            continue
+        *sources, destination = shlex.split(instruction.arguments)
+        into = target / destination
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                for file in path.rglob("*"):
+                    if file.is_file():
+                        copy_file(file, into / file.relative_to(path))
+            else:
+                copy_file(path, into / path.name if destination.endswith("/") else into)
+    (target / ".venv").symlink_to(ROOT / ".venv")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **{key: installation.path(value) for key, value in containerfile_env().items()},
+    }
+    for instruction in instructions:
+        # The virtualenv and the user are the builder's; collectstatic and compileall are ours.
+        if instruction.keyword == "RUN" and "manage.py" in instruction.arguments:
+            subprocess.run(["sh", "-c", instruction.arguments], cwd=target, env=env, check=True, timeout=300)
 
 
 # -- environment variables read by the code --------------------------------------------------------

@@ -23,7 +23,9 @@ from tests.deploy.deployfiles import (
     STATE_DIR,
     Installation,
     code_variables,
+    dockerignore_patterns,
     documented_variables,
+    ignored,
     launch,
     read_containerfile,
     read_procfile,
@@ -118,26 +120,6 @@ def test_procfile_and_units_run_the_same_commands(tmp_path: Path) -> None:
 
 
 # -- the Containerfile ---------------------------------------------------------------------------
-
-
-def dockerignore_patterns() -> list[re.Pattern[str]]:
-    patterns = []
-    for line in (ROOT / ".dockerignore").read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        assert not line.startswith("!"), "exceptions are not handled by this check"
-        regex = re.escape(line.strip("/")).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
-        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-        patterns.append(re.compile(regex))
-    return patterns
-
-
-def ignored(relative: str, patterns: list[re.Pattern[str]]) -> bool:
-    """Whether the build context leaves out `relative` (itself or one of its parent folders)."""
-    parts = relative.split("/")
-    prefixes = ["/".join(parts[: index + 1]) for index in range(len(parts))]
-    return any(pattern.fullmatch(prefix) for pattern in patterns for prefix in prefixes)
 
 
 def test_containerfile_copies_what_exists_and_is_in_the_build_context() -> None:

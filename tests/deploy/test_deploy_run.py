@@ -1,6 +1,7 @@
-"""The deploy/ commands, run for real: each systemd unit's ExecStart, then the container's entrypoint
-(deploy/run-process, the Procfile's lines), on a fresh PostgreSQL database, Redis database and S3
-bucket, with a production-like environment file (secret key set, named hosts, behind a TLS proxy).
+"""The deploy/ commands, run for real: each systemd unit's ExecStart, the container image's
+entrypoint (deploy/run-process, the Procfile's lines) in a tree assembled from the Containerfile,
+and nginx in front of the web unit, on a fresh PostgreSQL database, Redis database and S3 bucket,
+with a production-like environment file (secret key set, named hosts, behind a TLS proxy).
 
 Each process is started the way systemd would start it (tests/deploy/deployfiles.py: working
 directory, Environment=, EnvironmentFile=, specifiers), checked the way docs/deploy.md's health
@@ -10,6 +11,7 @@ checks say, and stopped with its unit's KillSignal within its TimeoutStopSec.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -34,7 +36,11 @@ from tests.deploy.deployfiles import (
     ROOT,
     Installation,
     Launch,
+    assemble_image_tree,
+    containerfile_env,
     launch,
+    read_containerfile,
+    read_environment_file,
     read_unit,
 )
 from tests.e2e.harness import Backend, build_digits, free_port, prepare_backend
@@ -197,6 +203,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "GUNICORN_THREADS": "4",
             "FEDPLANE_COMBINER_CONTROLLER": f"http://127.0.0.1:{web_port}",
             "FEDPLANE_COMBINER_HOST": "127.0.0.1",
+            "FEDPLANE_COMBINER_BIND": "127.0.0.1",
             "FEDPLANE_COMBINER_PORT": str(combiner_port),
             "FEDPLANE_COMBINER_STORE": backend.store_spec,
         }
@@ -230,7 +237,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         started.kill_all()
 
 
-def check_web(deployment: Deployment, web: Launch, processes: Processes) -> None:
+def check_web(deployment: Deployment, web: Launch, healthcheck: list[str], processes: Processes) -> None:
     url = deployment.url
     health = wait_until(
         "GET /health",
@@ -258,18 +265,18 @@ def check_web(deployment: Deployment, web: Launch, processes: Processes) -> None
         f"not a collected, hashed name: {stylesheets[0]}"
     )
     # The container's HEALTHCHECK command, with the web process's environment.
-    probe = subprocess.run(
-        [web.argv[0], str(DEPLOY / "healthcheck.py")], env=web.env, capture_output=True, text=True, timeout=30
-    )
+    probe = subprocess.run(healthcheck, env=web.env, capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0, probe.stderr
 
 
-def check_worker(worker: Launch, processes: Processes) -> None:
+def check_worker(python: str, cwd: Path, env: dict[str, str], processes: Processes) -> None:
+    """`celery inspect ping`, as an operator runs it on a host with the worker's environment."""
+
     def ping() -> bool:
         done = subprocess.run(
-            [worker.argv[0], "-m", "celery", "-A", "controlplane", "inspect", "ping", "--timeout", "3"],
-            cwd=worker.cwd,
-            env=worker.env,
+            [python, "-m", "celery", "-A", "controlplane", "inspect", "ping", "--timeout", "3"],
+            cwd=cwd,
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
@@ -346,8 +353,8 @@ def test_units_start_serve_and_stop(deployment: Deployment, processes: Processes
     assert specs["combiner"].env["FEDPLANE_COMBINER_NAME"] == "c1"
     for name, spec in specs.items():
         processes.start(name, spec)
-    check_web(deployment, specs["web"], processes)
-    check_worker(specs["worker"], processes)
+    check_web(deployment, specs["web"], [specs["web"].argv[0], str(DEPLOY / "healthcheck.py")], processes)
+    check_worker(specs["worker"].argv[0], specs["worker"].cwd, specs["worker"].env, processes)
     check_beat("beat", processes)
     check_combiner(deployment, "c1", processes)
     check_client_unit(deployment, processes)
@@ -365,32 +372,51 @@ def test_units_start_serve_and_stop(deployment: Deployment, processes: Processes
     assert "does not answer" in probe.stderr
 
 
-def test_container_entrypoint_runs_the_procfile(deployment: Deployment, processes: Processes) -> None:
-    """deploy/run-process NAME (the image's ENTRYPOINT) runs the Procfile's line: same checks."""
-    entrypoint = str(DEPLOY / "run-process")
-    base = launch(read_unit("fedplane-web.service"), deployment.installation, SYSTEMD_BASE_ENV)
+def test_container_image_tree_runs_each_process(
+    deployment: Deployment, processes: Processes, tmp_path: Path
+) -> None:
+    """The image without a builder: its WORKDIR assembled from the Containerfile's COPY lines (less
+    .dockerignore) and its collectstatic step, then ENTRYPOINT NAME for each process with the image's
+    ENV under the deployment's env file (as `docker run --env-file`): the same checks as the units,
+    and the HEALTHCHECK command passes."""
+    image = Installation(
+        root=tmp_path / "image",
+        config_dir=deployment.installation.config_dir,
+        state_dir=deployment.installation.state_dir,
+    )
+    assemble_image_tree(image)
+    instructions = {i.keyword: i.arguments for i in read_containerfile()}
+    entrypoint = [image.path(word) for word in json.loads(instructions["ENTRYPOINT"])]
+    healthcheck = [image.path(word) for word in json.loads(instructions["HEALTHCHECK"].split(" CMD ", 1)[1])]
+    env = {
+        **SYSTEMD_BASE_ENV,
+        **{key: image.path(value) for key, value in containerfile_env().items()},
+        **read_environment_file(deployment.env_file),
+    }
     specs = {}
     for name in ("web", "worker", "beat", "combiner"):
         unit = f"fedplane-{name}@.service" if name == "combiner" else f"fedplane-{name}.service"
         stop_policy = launch(read_unit(unit), deployment.installation, SYSTEMD_BASE_ENV, instance="c2")
-        argv = [entrypoint, name, *(["--name", "c2"] if name == "combiner" else [])]
-        # From another folder: the entrypoint finds the checkout (the image's WORKDIR) itself.
+        # docker stop sends SIGTERM, as the units do; the arguments after the name are appended.
         specs[name] = Launch(
-            argv=argv,
-            cwd=deployment.installation.state_dir,
-            env=base.env,
+            argv=[*entrypoint, name, *(["--name", "c2"] if name == "combiner" else [])],
+            cwd=image.state_dir,
+            env=env,
             kill_signal=stop_policy.kill_signal,
             stop_timeout=stop_policy.stop_timeout,
             kill_mode=stop_policy.kill_mode,
         )
         processes.start(name, specs[name])
-    check_web(deployment, base, processes)
-    check_worker(base, processes)
+    check_web(deployment, specs["web"], healthcheck, processes)
+    check_worker(str(image.root / ".venv" / "bin" / "python"), image.root, env, processes)
     check_beat("beat", processes)
     check_combiner(deployment, "c2", processes)
-    # The entrypoint execs the command: the signal reaches the process itself, as PID 1's would.
-    web_command = Path(f"/proc/{processes.running['web'].popen.pid}/cmdline").read_bytes().split(b"\0")
-    assert b"gunicorn" in web_command
+    # The static files come from the image's own folder, collected at build time.
+    assert (image.root / "static" / "staticfiles.json").is_file()
+    # The entrypoint execs the command from the image's WORKDIR: signals reach the process itself.
+    web_pid = processes.running["web"].popen.pid
+    assert b"gunicorn" in Path(f"/proc/{web_pid}/cmdline").read_bytes()
+    assert Path(f"/proc/{web_pid}/cwd").resolve() == image.root.resolve()
     took = check_stops(processes, ["combiner", "beat", "worker", "web"])
     print(f"\nstopped within (s): {took}")
 
