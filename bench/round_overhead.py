@@ -7,8 +7,9 @@
 
 The federation is the end-to-end tests' (tests/e2e/harness.py): controller, a Celery worker on
 Redis with beat, one combiner, on a fresh PostgreSQL database, Redis database and S3 bucket; the
-clients are real `python -m fedplane.client start` processes, heartbeat every second. Their
-compute package does nothing: train copies the model (10,000 floats) to its output, validate
+clients are real `python -m fedplane.client start` processes, heartbeat every second. Auth is
+on, as in a deployment: every process holds a token of its own (`--no-auth` runs them tokenless).
+Their compute package does nothing: train copies the model (10,000 floats) to its output, validate
 writes fixed metrics. Clients are added as N grows; one federation serves every N.
 
 At each N, two 5-round sessions with validation run:
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -44,11 +46,14 @@ from statistics import mean
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import Federation, prepare_backend  # noqa: E402
+from fedplane.api_client import APIClient  # noqa: E402
+from tests.e2e.harness import Federation, FederationError, prepare_backend  # noqa: E402
 
 RESULT_PREFIX = "BENCH-RESULT "
 TARGET_CLIENTS = 100
 TARGET_SECONDS = 0.3
+# A round whose updates do not all come is closed after this long: it shows, but costs less time.
+ROUND_TIMEOUT = 60
 MODEL_FLOATS = 10_000
 # What one client process holds (measured: 60-80 MB), and what the controller, worker, beat and
 # combiner need besides; an N that does not fit in the available memory is skipped, and said so.
@@ -84,6 +89,22 @@ class SessionTiming:
 
 def emit(**result: object) -> None:
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def mint_tokens(federation: Federation, holders: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Tokens for {key: (role, subject)}, minted and recorded as `manage.py fedplane_token` does,
+    all in one process (one `fedplane_token` call per client would take minutes at 100)."""
+    code = (
+        "import json\n"
+        "from apps.identity.services import token_issue\n"
+        f"holders = json.loads({json.dumps(json.dumps(holders))})\n"
+        "print(json.dumps({key: token_issue(role=role, subject=subject, days=1, issued_by='bench').token "
+        "for key, (role, subject) in holders.items()}))\n"
+    )
+    done = federation.manage("shell", "-c", code)
+    if done.returncode != 0:
+        raise FederationError(f"minting tokens failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def available_mb() -> int:
@@ -167,24 +188,30 @@ def session_timing(database_url: str, session_id: str) -> SessionTiming:
     )
 
 
+def client_name(index: int) -> str:
+    return f"noop-{index:03d}"
+
+
 def run_session(
     federation: Federation, database_url: str, session_id: str, clients: int, rounds: int
 ) -> SessionTiming:
     federation.start_session(
         session_id,
         rounds=rounds,
-        round_timeout=120,
+        round_timeout=ROUND_TIMEOUT,
         min_clients=clients,
         requested_clients=clients,
         validate=True,
     )
-    session = federation.wait_session_end(session_id, timeout=rounds * 150 + 60)
+    session = federation.wait_session_end(session_id, timeout=rounds * (ROUND_TIMEOUT + 60) + 60)
     if session["status"] != "Finished":
         raise RuntimeError(f"session {session_id} ended {session['status']}: {session.get('status_reason')}")
     return session_timing(database_url, session_id)
 
 
-def measure(federation: Federation, database_url: str, counts: list[int], rounds: int) -> None:
+def measure(
+    federation: Federation, database_url: str, counts: list[int], rounds: int, tokens: dict[str, str]
+) -> None:
     started_clients = 0
     wake_first = True
     print(
@@ -201,7 +228,8 @@ def measure(federation: Federation, database_url: str, counts: list[int], rounds
             continue
         begun = time.monotonic()
         for index in range(started_clients, clients):
-            federation.start_client(f"noop-{index:03d}", index, max(counts))
+            name = client_name(index)
+            federation.start_client(name, index, max(counts), token=tokens.get(name))
         started_clients = clients
         federation.wait_clients_online(clients, timeout=60 + 3 * clients)
         print(f"{clients} clients online in {time.monotonic() - begun:.0f} s", flush=True)
@@ -237,6 +265,7 @@ def main() -> int:
     parser.add_argument("--clients", default=None, help="comma-separated N (default 10,50,100)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument("--no-auth", action="store_true", help="tokenless controller, combiner and clients")
     args = parser.parse_args()
     counts = sorted(int(n) for n in (args.clients or ("10,50" if args.quick else "10,50,100")).split(","))
 
@@ -248,11 +277,25 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fedplane-bench-rounds-"))
     backend = prepare_backend(work / "var")
-    federation = Federation(backend)
+    federation = Federation(
+        backend, env={} if args.no_auth else {"FEDN_JWT_SECRET_KEY": secrets.token_hex(32)}
+    )
     try:
+        tokens: dict[str, str] = {}
+        if not args.no_auth:
+            if federation.manage("migrate", "-v0").returncode != 0:
+                raise FederationError("migrate failed")
+            holders = {"admin": ("admin", "bench"), "combiner": ("combiner", "combiner")}
+            holders.update({client_name(i): ("client", client_name(i)) for i in range(max(counts))})
+            tokens = mint_tokens(federation, holders)
+            federation.env["FEDPLANE_CONTROL_TOKEN"] = tokens["admin"]
+            federation.api = APIClient("127.0.0.1", federation.port, timeout=30, token=tokens["admin"])
         federation.start_controller()
         federation.start_worker()
-        federation.start_combiner("combiner")
+        # Room for every client: a combiner takes 30 by default (FEDn's max_clients).
+        federation.start_combiner(
+            "combiner", token=tokens.get("combiner"), extra_args=["--max-clients", str(max(counts) + 10)]
+        )
         package, seed = build_noop_package(work / "package")
         if not federation.api.set_active_package(str(package), "numpyhelper", name="noop").get(
             "success", True
@@ -260,8 +303,9 @@ def main() -> int:
             raise RuntimeError("the no-op package was refused")
         if not federation.api.set_active_model(str(seed)).get("success", True):
             raise RuntimeError("the seed model was refused")
-        print(f"federation up on {backend.description}; {available_mb()} MB available", flush=True)
-        measure(federation, backend.env["DATABASE_URL"], counts, args.rounds)
+        auth = "auth off (tokenless)" if args.no_auth else "auth on (a token per process)"
+        print(f"federation up on {backend.description}, {auth}; {available_mb()} MB available", flush=True)
+        measure(federation, backend.env["DATABASE_URL"], counts, args.rounds, tokens)
     finally:
         federation.stop()
         backend.close()

@@ -186,7 +186,7 @@ FIGURES = [
     Figure(
         "aggregation",
         "aggregation.py",
-        quick_args=("--model-mb", "20", "--counts", "2,10"),
+        quick_args=("--model-mb", "50", "--counts", "5,20"),
         quick_timeout=90,
         parse=parse_aggregation,
     ),
