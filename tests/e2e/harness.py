@@ -405,7 +405,9 @@ class Federation:
 
     # ------------------------------------------------------------ members
 
-    def start_controller(self) -> None:
+    def start_controller(self, *, gunicorn: bool = False) -> None:
+        """runserver; with `gunicorn`, served as `make serve` serves it: static files collected and
+        answered by the application (WhiteNoise), gunicorn with controlplane/gunicorn_conf.py."""
         subprocess.run(
             [PY, "manage.py", "migrate", "-v0"],
             cwd=ROOT,
@@ -413,7 +415,23 @@ class Federation:
             check=True,
             timeout=180,
         )
-        self.spawn("controller", [PY, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"])
+        if gunicorn:
+            subprocess.run(
+                [PY, "manage.py", "collectstatic", "--noinput", "-v0"],
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                timeout=300,
+            )
+            conf = str(ROOT / "controlplane" / "gunicorn_conf.py")
+            # FEDPLANE_DEMO: the deploy checks let the development secret key serve on loopback.
+            self.spawn(
+                "controller",
+                [PY, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{self.port}"],
+                env={"FEDPLANE_DEMO": "1"},
+            )
+        else:
+            self.spawn("controller", [PY, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"])
         self.wait_for(
             "the controller", lambda: self.api.get_controller_status()["state"], 90, watch=("controller",)
         )
