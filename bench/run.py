@@ -168,6 +168,36 @@ def parse_aggregation(output: str) -> list[Line]:
     ]
 
 
+# bench/model_transfer.py prints one line per size and direction.
+TRANSFER_ROW = re.compile(
+    r"^transfer\s+(?P<size>\S+)\s+(?P<direction>download|upload)\s+combiner\s+(?P<value>[\d.]+) MB/s\s+"
+    r"raw gRPC\s+(?P<baseline>[\d.]+) MB/s\s+ratio\s+[\d.]+\s+target >= (?P<target>[\d.]+)x"
+)
+
+
+def parse_model_transfer(output: str) -> list[Line]:
+    """Its result lines when it prints them; otherwise its rows, one line per size and direction."""
+    lines = parse_results("model transfer", output)
+    if lines:
+        return lines
+    for raw in output.splitlines():
+        if match := TRANSFER_ROW.match(raw):
+            lines.append(
+                Line(
+                    "model transfer",
+                    f"{match['size']} {match['direction']} through the combiner",
+                    value=float(match["value"]),
+                    unit="MB/s",
+                    baseline=float(match["baseline"]),
+                    baseline_name="raw gRPC",
+                    target={"ratio_at_least": float(match["target"])},
+                )
+            )
+        elif raw.startswith("transfer") and " skipped: " in raw:
+            lines.append(Line("model transfer", raw.removeprefix("transfer").strip(), target={"at_least": 0}))
+    return lines
+
+
 @dataclass
 class Figure:
     name: str
@@ -178,8 +208,8 @@ class Figure:
     quick_timeout: float = 150
     # Scripts that do not print BENCH-RESULT lines get an adapter reading what they print.
     parse: Callable[[str], list[Line]] | None = None
-    # Passed only when the script's --help lists the option (a script written apart from this runner).
-    optional_quick_flag: str = ""
+    # Quick arguments passed only when the script's --help lists the first of them.
+    optional_quick_args: Sequence[str] = ()
 
 
 FIGURES = [
@@ -190,7 +220,13 @@ FIGURES = [
         quick_timeout=90,
         parse=parse_aggregation,
     ),
-    Figure("model transfer", "model_transfer.py", optional_quick_flag="--quick"),
+    Figure(
+        "model transfer",
+        "model_transfer.py",
+        optional_quick_args=("--sizes", "100M", "--repeat", "1"),
+        quick_timeout=60,
+        parse=parse_model_transfer,
+    ),
     Figure("api", "api.py", quick_args=("--quick",), quick_timeout=100),
     Figure("round overhead", "round_overhead.py", quick_args=("--quick",), quick_timeout=200),
 ]
@@ -248,8 +284,8 @@ def run_figure(figure: Figure, quick: bool, logs: Path) -> list[Line]:
     if not script.is_file():
         return [Line(figure.name, f"absent: bench/{figure.script} does not exist", note="skipped")]
     args = list(figure.quick_args if quick else figure.full_args)
-    if quick and figure.optional_quick_flag and figure.optional_quick_flag in _help_text(script):
-        args.append(figure.optional_quick_flag)
+    if quick and figure.optional_quick_args and figure.optional_quick_args[0] in _help_text(script):
+        args.extend(figure.optional_quick_args)
     argv = [sys.executable, str(script), *args]
     print(f"\n== {figure.name}: {' '.join(argv[1:])}", flush=True)
     started = time.monotonic()

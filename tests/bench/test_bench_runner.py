@@ -132,3 +132,28 @@ def test_the_runner_writes_the_table_with_the_machine(
     assert "| silent | printed no result lines (exit 2) (see log) |" in text
     assert "absent: bench/model_transfer.py does not exist" in text
     assert (tmp_path / "var" / "bench" / "good.log").read_text().startswith("warming up")
+
+
+TRANSFER_OUTPUT = """\
+model transfer: 2 cores, load average 5.1, chunk 1048576 bytes, scratch /tmp
+transfer  100M download combiner   693.7 MB/s  raw gRPC  1454.6 MB/s  ratio 0.48  target >= 0.6x  missed
+transfer  100M download (raw gRPC without the disk  1222.4 MB/s: combiner at 0.57x of the transport alone)
+transfer  100M upload   combiner   571.7 MB/s  raw gRPC   636.2 MB/s  ratio 0.90  target >= 0.6x  met
+transfer    3G skipped: needs 9.1 GB free under /tmp, has 2.0 GB
+OVERALL: missed
+"""
+
+
+def test_the_model_transfer_rows_become_lines(runner: ModuleType) -> None:
+    download, upload, skipped = runner.parse_model_transfer(TRANSFER_OUTPUT)
+    assert (download.name, download.value, download.baseline) == (
+        "100M download through the combiner",
+        693.7,
+        1454.6,
+    )
+    assert download.verdict == "missed"
+    assert (upload.value, upload.verdict, upload.target_text()) == (571.7, "met", "≥ 0.6x baseline")
+    assert skipped.name.startswith("3G skipped") and skipped.verdict == "missed"
+    # Once the script prints result lines, those are what counts.
+    [line] = runner.parse_model_transfer(TRANSFER_OUTPUT + 'BENCH-RESULT {"name": "n", "value": 1}\n')
+    assert line.name == "n"
