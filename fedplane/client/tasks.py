@@ -192,7 +192,11 @@ class TaskRunner:
         update_id = str(uuid.uuid4())
         try:
             upload_model(
-                link.models, out_path, update_id, metadata=link.metadata, timeout=self.config.transfer_timeout
+                link.channel,
+                out_path,
+                update_id,
+                metadata=link.metadata,
+                timeout=self.config.transfer_timeout,
             )
         except TransferFailed as exc:
             raise TaskFailed(str(exc)) from exc

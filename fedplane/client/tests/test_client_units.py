@@ -264,7 +264,7 @@ def test_transfers_round_trip_in_one_mib_chunks(combiner: FakeCombiner, tmp_path
         payload = bytes(range(256)) * (CHUNK_SIZE // 256 * 2 + 7)  # a bit over two chunks
         source = tmp_path / "m.npz"
         source.write_bytes(payload)
-        assert upload_model(stub, source, "m-1", metadata=(), timeout=10) == len(payload)
+        assert upload_model(channel, source, "m-1", metadata=(), timeout=10) == len(payload)
         assert combiner.record.models["m-1"] == payload
         dest = tmp_path / "back.npz"
         assert download_model(stub, "m-1", dest, sender_name="c", metadata=(), timeout=10) == len(payload)
