@@ -17,6 +17,7 @@ from combiner_node.node import CombinerNode, NodeSettings
 from combiner_node.reporter import RegistrationRefused, RegistrationTimeout, register_combiner
 from combiner_node.server import TlsConfig
 from combiner_node.store import StoreError, store_from_spec
+from fedplane.chunkmemory import keep_freed_chunk_memory
 from fedplane.tokenfile import ARGV_TOKEN_WARNING, resolve_token
 
 logger = logging.getLogger("combiner_node")
@@ -201,6 +202,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     args = build_parser(environ).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    keep_freed_chunk_memory()
     if not args.no_register and not args.controller:
         logger.error("--controller is required unless --no-register is given")
         return 2

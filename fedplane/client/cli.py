@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
+from fedplane.chunkmemory import keep_freed_chunk_memory
 from fedplane.client.client import EdgeClient
 from fedplane.client.config import ClientConfig, ConfigError, build_config, read_settings_yaml
 from fedplane.client.logs import log_event, setup_logging
@@ -161,4 +162,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_chunk_memory()
     return int(args.func(args))
