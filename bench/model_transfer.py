@@ -338,7 +338,7 @@ def transfer_round(
         rate(
             size,
             lambda: download_model(
-                link.models, model_id, local, sender_name="bench", metadata=link.metadata, timeout=3600
+                link.channel, model_id, local, sender_name="bench", metadata=link.metadata, timeout=3600
             ),
         ),
     )
@@ -449,7 +449,7 @@ def main() -> int:
         "--sizes", default="100M,3G", help="model sizes, M = 10^6 bytes, G = 10^9 (default 100M,3G)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=None, help="runs per size, best kept (default 3, 1 from 1G)"
+        "--repeat", type=int, default=None, help="runs per size, best kept (default 5, 1 from 1G)"
     )
     parser.add_argument(
         "--dir", type=Path, default=None, help="scratch folder (default: the system temp dir)"
@@ -478,7 +478,7 @@ def main() -> int:
             result(f"{label(nbytes)} transfers", None, "MB/s", target={"at_least": 0}, note=f"skipped: {why}")
             all_met = False
             continue
-        repeat = args.repeat or (3 if nbytes < 10**9 else 1)
+        repeat = args.repeat or (5 if nbytes < 10**9 else 1)
         all_met &= run_size(nbytes, repeat, scratch)
     print("OVERALL:", "met" if all_met else "missed")
     return 0 if all_met else 1

@@ -254,7 +254,7 @@ def test_a_200_mb_model_streams_down_and_up_unchanged_in_bounded_memory(node, ma
 
     downloaded = tmp_path / "downloaded.npz"
     received = download_model(
-        client.models, model_id, downloaded, sender_name="trainer", metadata=client.metadata, timeout=60
+        client.channel, model_id, downloaded, sender_name="trainer", metadata=client.metadata, timeout=60
     )
     sent = upload_model(client.channel, downloaded, "update-large", metadata=client.metadata, timeout=60)
     growth_mb = (resident_kib("VmHWM") - before) * 1024 / 1e6

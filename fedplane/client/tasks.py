@@ -150,7 +150,7 @@ class TaskRunner:
     def _fetch(self, request: fedn_pb2.TaskRequest, link: CombinerLink, path: Path) -> None:
         try:
             size = download_model(
-                link.models,
+                link.channel,
                 request.model_id,
                 path,
                 sender_name=self.config.name,

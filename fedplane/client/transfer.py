@@ -14,12 +14,15 @@ from typing import Any
 
 import grpc
 
-from fedplane.proto import fedn_pb2, fedn_pb2_grpc
+from fedplane.proto import fedn_pb2
 
 CHUNK_SIZE = 1024 * 1024
 UPLOAD_METHOD = "/fedn.ModelService/Upload"
+DOWNLOAD_METHOD = "/fedn.ModelService/Download"
 # ModelRequest's field tags (protos/fedn.proto): data = 3 and id = 4 (length-delimited), status = 5.
 _DATA_TAG, _ID_TAG, _STATUS_TAG = b"\x1a", b"\x22", b"\x28"
+# ModelResponse's field numbers: data = 1, id = 2, status = 3, message = 4.
+_RESPONSE_DATA, _RESPONSE_STATUS, _RESPONSE_MESSAGE = 1, 3, 4
 # How long a combiner may answer UNKNOWN ("not there yet") before the download gives up.
 UNKNOWN_WAIT_SECONDS = 20.0
 
@@ -38,7 +41,7 @@ def _progress(description: str, total: int | None) -> AbstractContextManager[Any
 
 
 def download_model(
-    stub: fedn_pb2_grpc.ModelServiceStub,
+    channel: grpc.Channel,
     model_id: str,
     dest: Path,
     *,
@@ -46,28 +49,36 @@ def download_model(
     metadata: tuple[tuple[str, str], ...],
     timeout: float,
 ) -> int:
-    """Write model `model_id` to `dest`; returns its size in bytes."""
+    """Write model `model_id` from the combiner's ModelService.Download to `dest`; returns its size."""
     request = fedn_pb2.ModelRequest(
         id=model_id, sender=fedn_pb2.Client(name=sender_name, role=fedn_pb2.WORKER)
+    )
+    # The answers stay in wire form: each chunk is written from a view of the received message,
+    # where parsing it into a protobuf message would copy it twice more.
+    download = channel.unary_stream(
+        DOWNLOAD_METHOD,
+        request_serializer=fedn_pb2.ModelRequest.SerializeToString,
+        response_deserializer=None,
     )
     started = time.monotonic()
     written = 0
     try:
         with open(dest, "wb") as out, _progress(f"download {model_id[:8]}", None) as bar:
-            for part in stub.Download(request, metadata=metadata, timeout=timeout):
-                if part.status == fedn_pb2.ModelStatus.IN_PROGRESS:
-                    out.write(part.data)
-                    written += len(part.data)
+            for raw in download(request, metadata=metadata, timeout=timeout):
+                data, status, message = _model_response(raw)
+                if status == fedn_pb2.ModelStatus.IN_PROGRESS:
+                    out.write(data)
+                    written += len(data)
                     if bar is not None:
-                        bar.update(len(part.data))
-                elif part.status == fedn_pb2.ModelStatus.OK:
+                        bar.update(len(data))
+                elif status == fedn_pb2.ModelStatus.OK:
                     return written
-                elif part.status == fedn_pb2.ModelStatus.FAILED:
+                elif status == fedn_pb2.ModelStatus.FAILED:
                     raise TransferFailed(
-                        f"combiner failed to send model {model_id}: {part.message or 'no reason'}"
+                        f"combiner failed to send model {model_id}: {message or 'no reason'}"
                     )
                 elif (
-                    part.status == fedn_pb2.ModelStatus.UNKNOWN
+                    status == fedn_pb2.ModelStatus.UNKNOWN
                     and time.monotonic() - started > UNKNOWN_WAIT_SECONDS
                 ):
                     raise TransferFailed(f"model {model_id} still unknown to the combiner after 20 s")
@@ -75,9 +86,61 @@ def download_model(
         raise TransferFailed(
             f"model download failed: {exc.code().name} {exc.details() or ''}".strip()
         ) from exc
+    except MalformedMessage as exc:
+        raise TransferFailed(f"model download failed: the combiner sent {exc}") from exc
     except ValueError as exc:  # the channel was closed under us
         raise TransferFailed(f"model download aborted: {exc}") from exc
     raise TransferFailed(f"model {model_id} download ended before the combiner said OK ({written} bytes)")
+
+
+class MalformedMessage(ValueError):
+    pass
+
+
+def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(raw) and shift < 64:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise MalformedMessage("a ModelResponse with a cut or overlong varint")
+
+
+def _model_response(raw: bytes) -> tuple[memoryview, int, str]:
+    """(data as a view into `raw`, status, message) of a serialized ModelResponse.
+
+    Fields may come in any order and unknown ones are skipped, as protobuf's own parser does.
+    """
+    view = memoryview(raw)
+    data, status, message = view[:0], 0, ""
+    pos = 0
+    while pos < len(raw):
+        key, pos = _read_varint(raw, pos)
+        field_number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _read_varint(raw, pos)
+            if field_number == _RESPONSE_STATUS:
+                status = value
+        elif wire_type == 2:
+            length, pos = _read_varint(raw, pos)
+            end = pos + length
+            if end > len(raw):
+                raise MalformedMessage("a ModelResponse cut short")
+            if field_number == _RESPONSE_DATA:
+                data = view[pos:end]
+            elif field_number == _RESPONSE_MESSAGE:
+                message = bytes(view[pos:end]).decode("utf-8", "replace")
+            pos = end
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise MalformedMessage(f"a ModelResponse with wire type {wire_type}")
+    if pos != len(raw):
+        raise MalformedMessage("a ModelResponse cut short")
+    return data, status, message
 
 
 def _varint(value: int) -> bytes:

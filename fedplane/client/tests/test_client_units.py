@@ -23,7 +23,6 @@ from fedplane.client.controller import (
 from fedplane.client.logs import kv, log_event
 from fedplane.client.tests.fakes import FakeCombiner, FakeController, free_port, make_package
 from fedplane.client.transfer import CHUNK_SIZE, TransferFailed, download_model, upload_model
-from fedplane.proto import fedn_pb2_grpc
 
 # --------------------------------------------------------------------------- settings
 
@@ -259,7 +258,6 @@ def combiner() -> Iterator[FakeCombiner]:
 
 def test_transfers_round_trip_in_one_mib_chunks(combiner: FakeCombiner, tmp_path: Path) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{combiner.port}")
-    stub = fedn_pb2_grpc.ModelServiceStub(channel)
     try:
         payload = bytes(range(256)) * (CHUNK_SIZE // 256 * 2 + 7)  # a bit over two chunks
         source = tmp_path / "m.npz"
@@ -267,10 +265,10 @@ def test_transfers_round_trip_in_one_mib_chunks(combiner: FakeCombiner, tmp_path
         assert upload_model(channel, source, "m-1", metadata=(), timeout=10) == len(payload)
         assert combiner.record.models["m-1"] == payload
         dest = tmp_path / "back.npz"
-        assert download_model(stub, "m-1", dest, sender_name="c", metadata=(), timeout=10) == len(payload)
+        assert download_model(channel, "m-1", dest, sender_name="c", metadata=(), timeout=10) == len(payload)
         assert dest.read_bytes() == payload
         with pytest.raises(TransferFailed, match="unknown model"):
-            download_model(stub, "nope", dest, sender_name="c", metadata=(), timeout=10)
+            download_model(channel, "nope", dest, sender_name="c", metadata=(), timeout=10)
     finally:
         channel.close()
 
@@ -280,7 +278,7 @@ def test_download_from_a_dead_combiner_fails_within_its_deadline(tmp_path: Path)
     try:
         with pytest.raises(TransferFailed, match=r"UNAVAILABLE|DEADLINE"):
             download_model(
-                fedn_pb2_grpc.ModelServiceStub(channel),
+                channel,
                 "m",
                 tmp_path / "x",
                 sender_name="c",
