@@ -47,6 +47,7 @@ RECENT_EVENTS = 10
 LISTED_COMBINERS = 10
 EVENT_TEXT_CHARS = 90
 CHART_WIDTH = 560
+PLANNED_AXIS_ROUNDS = 30
 MEAN_LABEL = "mean over clients"
 BAND_LABEL = "min\u2013max over clients"
 
@@ -114,13 +115,15 @@ def session_doing(session: Session) -> str:
 
 def session_chart(session: Session) -> SafeString:
     """The session's main metric (accuracy first) per round: the mean over the clients that
-    validated each round's model, with their spread. The axis spans every round the session asked
-    for, so the line grows to the right as rounds finish."""
+    validated each round's model, with their spread. A short session's axis spans every round it
+    asked for, so the line grows to the right as rounds finish; a long one's fits the rounds done,
+    or their points would bunch at the left."""
     metrics = session_metrics(session)
     if not metrics.spreads:
         return line_chart("Validation metric", metrics.rounds, {}, width=CHART_WIDTH)
     name, spreads = next(iter(metrics.spreads.items()))
     first = metrics.rounds[0]
+    planned = (first, first + session.rounds - 1) if session.rounds <= PLANNED_AXIS_ROUNDS else None
     return line_chart(
         name,
         metrics.rounds,
@@ -129,7 +132,7 @@ def session_chart(session: Session) -> SafeString:
         band_label=BAND_LABEL,
         y_label=name,
         width=CHART_WIDTH,
-        round_range=(first, max(first + session.rounds - 1, metrics.rounds[-1])),
+        round_range=planned,
     )
 
 

@@ -170,6 +170,14 @@ def test_the_running_session_shows_its_progress_and_a_point_per_validated_round(
     assert ">7</text>" in chart
 
 
+def test_a_long_sessions_chart_fits_the_rounds_done(admin_client: HttpClient) -> None:
+    make_session("long-run", status=SessionStatus.STARTED, rounds=500, accuracies=[(0.5, 0.7), (0.8, 0.9)])
+    chart = panel(admin_client).split('id="fp-dashboard-chart"')[1]
+    assert len(POINT.findall(chart)) == 2
+    # Round labels 1 and 2 only: an axis to round 500 would squeeze both points against its left end.
+    assert re.findall(r'class="fp-axis" text-anchor="middle">(\d+)</text>', chart) == ["1", "2"]
+
+
 def test_without_a_running_session_the_latest_one_is_shown_and_polled_slowly(
     admin_client: HttpClient,
 ) -> None:
