@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from combiner_node.servicers import add_model_service
 from fedplane.proto import fedn_pb2_grpc
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -63,7 +64,7 @@ def create_server(
     )
     fedn_pb2_grpc.add_ConnectorServicer_to_server(servicers.connector, server)
     fedn_pb2_grpc.add_CombinerServicer_to_server(servicers.combiner, server)
-    fedn_pb2_grpc.add_ModelServiceServicer_to_server(servicers.model_service, server)
+    add_model_service(servicers.model_service, server)
     fedn_pb2_grpc.add_ControlServicer_to_server(servicers.control, server)
     fedn_pb2_grpc.add_ReducerServicer_to_server(servicers.reducer, server)
     health_servicer = health.HealthServicer()

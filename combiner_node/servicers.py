@@ -16,6 +16,7 @@ from combiner_node.modelfiles import InvalidModelId, ModelFiles, UploadNotWanted
 from combiner_node.reporter import ControllerReporter
 from combiner_node.roundconfig import RoundConfigError, parse_round_config
 from combiner_node.rounds import RoundHandler, UpdateRejected
+from fedplane.modelwire import ChunkMessage, MalformedMessage, chunk_message, read_request, response_header
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -143,52 +144,65 @@ class IncompleteUpload(Exception):
 
 
 class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
+    """Download and Upload keep the chunk messages in wire form (fedplane/modelwire.py), so a
+    chunk is copied once on its way between the file and the wire: register with
+    `add_model_service`, which passes them through unparsed and unserialized."""
+
     def __init__(self, *, files: ModelFiles, rounds: RoundHandler, guard: IdentityGuard) -> None:
         self.files = files
         self.rounds = rounds
         self.guard = guard
 
-    def Download(
-        self, request: fedn_pb2.ModelRequest, context: grpc.ServicerContext
-    ) -> Iterator[fedn_pb2.ModelResponse]:
+    def Download(self, request: fedn_pb2.ModelRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
         client = self.guard.caller(context).name
         if client is not None and not self.rounds.may_download(client, request.id):
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"model {request.id!r} is not the model of a task of {client!r}",
             )
+        header = response_header(request.id, fedn_pb2.IN_PROGRESS)
         try:
             chunks = self.files.read_chunks(request.id)
             for chunk in chunks:
-                yield fedn_pb2.ModelResponse(id=request.id, data=chunk, status=fedn_pb2.IN_PROGRESS)
+                yield chunk_message(header, chunk)
         except FileNotFoundError:
             yield fedn_pb2.ModelResponse(
                 id=request.id, status=fedn_pb2.FAILED, message=f"Model {request.id} is not available."
-            )
+            ).SerializeToString()
             return
-        yield fedn_pb2.ModelResponse(id=request.id, status=fedn_pb2.OK)
+        yield fedn_pb2.ModelResponse(id=request.id, status=fedn_pb2.OK).SerializeToString()
 
     def Upload(
-        self, request_iterator: Iterable[fedn_pb2.ModelRequest], context: grpc.ServicerContext
+        self, request_iterator: Iterable[bytes], context: grpc.ServicerContext
     ) -> fedn_pb2.ModelResponse:
         requests = iter(request_iterator)
-        first = next(requests, None)
-        if first is None:
+        first_raw = next(requests, None)
+        if first_raw is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload")
-        model_id = first.id
+        try:
+            first = read_request(first_raw)
+        except MalformedMessage as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ModelRequest: {exc}")
+        model_id = first.model_id
         client = self.guard.caller(context).name
         quota = self.rounds.upload_quota(client)
 
-        def chunks() -> Iterator[bytes]:
-            message: fedn_pb2.ModelRequest | None = first
+        def chunks() -> Iterator[memoryview]:
+            message: ChunkMessage | None = first
             while message is not None:
-                if message.id != model_id:
-                    raise IncompleteUpload(f"upload mixes model ids {model_id!r} and {message.id!r}")
+                if message.model_id != model_id:
+                    raise IncompleteUpload(f"upload mixes model ids {model_id!r} and {message.model_id!r}")
                 if message.data:
                     yield message.data
                 if message.status == fedn_pb2.OK:
                     return
-                message = next(requests, None)
+                raw = next(requests, None)
+                try:
+                    message = None if raw is None else read_request(raw)
+                except MalformedMessage as exc:
+                    raise IncompleteUpload(
+                        f"malformed ModelRequest in the upload of {model_id!r}: {exc}"
+                    ) from exc
             raise IncompleteUpload(f"upload of {model_id!r} ended without its OK terminator")
 
         try:
@@ -210,6 +224,20 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
         except IncompleteUpload as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return fedn_pb2.ModelResponse(id=model_id, status=fedn_pb2.OK, message="Got model successfully.")
+
+
+def add_model_service(servicer: fedn_pb2_grpc.ModelServiceServicer, server: grpc.Server) -> None:
+    """Register ModelService with its chunk messages passed through in wire form: requests to
+    Upload arrive as bytes, Download's chunks leave as bytes."""
+    handlers = {
+        "Download": grpc.unary_stream_rpc_method_handler(
+            servicer.Download, request_deserializer=fedn_pb2.ModelRequest.FromString
+        ),
+        "Upload": grpc.stream_unary_rpc_method_handler(
+            servicer.Upload, response_serializer=fedn_pb2.ModelResponse.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("fedn.ModelService", handlers),))
 
 
 class ControlServicer(fedn_pb2_grpc.ControlServicer):

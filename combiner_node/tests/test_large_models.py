@@ -266,3 +266,22 @@ def test_a_200_mb_model_streams_down_and_up_unchanged_in_bounded_memory(node, ma
     print(f"peak RSS growth over a {size / 1e6:.0f} MB download and upload: {growth_mb:.1f} MB")
     # Client and combiner share this process: both ends together stay far below one model.
     assert growth_mb < 64, f"peak resident memory grew {growth_mb:.1f} MB moving a {size / 1e6:.0f} MB model"
+
+
+def test_a_malformed_chunk_message_is_refused_and_nothing_kept(make_node, make_client, store, tmp_path):
+    node = make_node()
+    global_path = tmp_path / "global.npz"
+    write_float32_npz(global_path, 100_000)
+    client = make_client("trainer", port=node.port)
+    start_training(node, client, put_global_model(store, global_path))
+    upload = client.channel.stream_unary("/fedn.ModelService/Upload")
+    good = fedn_pb2.ModelRequest(id="update-1", data=b"x" * 1000, status=fedn_pb2.IN_PROGRESS)
+    for messages in (
+        [b"\x1a\x05abc"],  # the first message: data says 5 bytes, 3 follow
+        [good.SerializeToString(), b"\x22\x02\xff\xfe"],  # a later one: an id that is not UTF-8
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            upload(iter(messages), metadata=client.metadata, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed ModelRequest" in refused.value.details()
+        assert files_in(node.files.updates_dir) == []

@@ -14,15 +14,12 @@ from typing import Any
 
 import grpc
 
+from fedplane.modelwire import MalformedMessage, chunk_message, read_response, request_header
 from fedplane.proto import fedn_pb2
 
 CHUNK_SIZE = 1024 * 1024
 UPLOAD_METHOD = "/fedn.ModelService/Upload"
 DOWNLOAD_METHOD = "/fedn.ModelService/Download"
-# ModelRequest's field tags (protos/fedn.proto): data = 3 and id = 4 (length-delimited), status = 5.
-_DATA_TAG, _ID_TAG, _STATUS_TAG = b"\x1a", b"\x22", b"\x28"
-# ModelResponse's field numbers: data = 1, id = 2, status = 3, message = 4.
-_RESPONSE_DATA, _RESPONSE_STATUS, _RESPONSE_MESSAGE = 1, 3, 4
 # How long a combiner may answer UNKNOWN ("not there yet") before the download gives up.
 UNKNOWN_WAIT_SECONDS = 20.0
 
@@ -65,7 +62,7 @@ def download_model(
     try:
         with open(dest, "wb") as out, _progress(f"download {model_id[:8]}", None) as bar:
             for raw in download(request, metadata=metadata, timeout=timeout):
-                data, status, message = _model_response(raw)
+                _, data, status, message = read_response(raw)
                 if status == fedn_pb2.ModelStatus.IN_PROGRESS:
                     out.write(data)
                     written += len(data)
@@ -93,80 +90,14 @@ def download_model(
     raise TransferFailed(f"model {model_id} download ended before the combiner said OK ({written} bytes)")
 
 
-class MalformedMessage(ValueError):
-    pass
-
-
-def _read_varint(raw: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(raw) and shift < 64:
-        byte = raw[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise MalformedMessage("a ModelResponse with a cut or overlong varint")
-
-
-def _model_response(raw: bytes) -> tuple[memoryview, int, str]:
-    """(data as a view into `raw`, status, message) of a serialized ModelResponse.
-
-    Fields may come in any order and unknown ones are skipped, as protobuf's own parser does.
-    """
-    view = memoryview(raw)
-    data, status, message = view[:0], 0, ""
-    pos = 0
-    while pos < len(raw):
-        key, pos = _read_varint(raw, pos)
-        field_number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, pos = _read_varint(raw, pos)
-            if field_number == _RESPONSE_STATUS:
-                status = value
-        elif wire_type == 2:
-            length, pos = _read_varint(raw, pos)
-            end = pos + length
-            if end > len(raw):
-                raise MalformedMessage("a ModelResponse cut short")
-            if field_number == _RESPONSE_DATA:
-                data = view[pos:end]
-            elif field_number == _RESPONSE_MESSAGE:
-                message = bytes(view[pos:end]).decode("utf-8", "replace")
-            pos = end
-        elif wire_type in (1, 5):
-            pos += 8 if wire_type == 1 else 4
-        else:
-            raise MalformedMessage(f"a ModelResponse with wire type {wire_type}")
-    if pos != len(raw):
-        raise MalformedMessage("a ModelResponse cut short")
-    return data, status, message
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        if not value:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
-
-
 def _upload_messages(path: Path, model_id: str, bar: Any) -> Iterator[bytes]:
-    """The upload's ModelRequest messages in wire form, as the protobuf encoder would write them.
-
-    Joining a chunk to its few header bytes copies it once; building a message and serializing
-    it copies each chunk two or three times, which is most of an upload's CPU on the client.
-    """
-    encoded_id = model_id.encode()
-    header = _ID_TAG + _varint(len(encoded_id)) + encoded_id
-    in_progress = header + _STATUS_TAG + _varint(fedn_pb2.ModelStatus.IN_PROGRESS) + _DATA_TAG
+    """The upload's ModelRequest messages in wire form (fedplane/modelwire.py): one copy a chunk."""
+    header = request_header(model_id, fedn_pb2.ModelStatus.IN_PROGRESS)
     with open(path, "rb") as source:
         while chunk := source.read(CHUNK_SIZE):
             if bar is not None:
                 bar.update(len(chunk))
-            yield b"".join((in_progress, _varint(len(chunk)), chunk))
+            yield chunk_message(header, chunk)
     yield fedn_pb2.ModelRequest(id=model_id, status=fedn_pb2.ModelStatus.OK).SerializeToString()
 
 
