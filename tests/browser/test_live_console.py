@@ -251,3 +251,13 @@ def test_a_session_is_stopped_from_the_admin(federation: Federation, browsing: B
     assert "Stopped on request." in page.locator("#fp-session").inner_text()
     assert page.locator("#fp-session").get_attribute("data-session-active") == "false"
     page.screenshot(path=str(SCREENSHOTS / "dashboard-live-stopped.png"), full_page=True)
+
+    # Logged out elsewhere: the next refresh meets the login page, keeps the panel and stops asking.
+    page.context.clear_cookies()
+    wait_until(
+        federation,
+        "the dashboard to stop refreshing once logged out",
+        lambda: page.locator("#fp-dashboard").get_attribute("data-refresh") == "stopped",
+        PICKUP_TIMEOUT,
+    )
+    assert probe()[2] == "Stopped" and page.evaluate("window.__fpMarker") == 1

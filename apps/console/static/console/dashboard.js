@@ -26,36 +26,46 @@
     if (document.hidden) {
       return idleDelay;
     }
-    let response;
+    let html;
     try {
-      response = await fetch(live.dataset.panelUrl, {
+      const response = await fetch(live.dataset.panelUrl, {
         credentials: "same-origin",
         cache: "no-store",
         headers: { Accept: "text/html" },
       });
+      // A lapsed login answers with the login page: keep the last panel and stop asking.
+      if (response.redirected) {
+        live.dataset.refresh = "stopped";
+        return null;
+      }
+      if (!response.ok) {
+        return idleDelay;
+      }
+      html = await response.text();
     } catch (error) {
       return idleDelay; // the controller is away: try again later
     }
-    // A lapsed login answers with the login page: keep the last panel and stop asking.
-    if (response.redirected) {
-      live.dataset.refresh = "stopped";
-      return null;
-    }
-    if (!response.ok) {
-      return idleDelay;
-    }
-    live.innerHTML = await response.text();
+    live.innerHTML = html;
     live.dataset.refreshes = String(Number(live.dataset.refreshes || 0) + 1);
     return nextDelay();
   };
 
+  let timer = null;
   const schedule = (delay) => {
-    window.setTimeout(async () => {
+    timer = window.setTimeout(async () => {
+      timer = null;
       const next = await refresh();
       if (next !== null) {
         schedule(next);
       }
     }, delay);
   };
+  // Back on a tab that skipped its refreshes: catch up at once rather than after the idle period.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && timer !== null) {
+      window.clearTimeout(timer);
+      schedule(0);
+    }
+  });
   schedule(nextDelay());
 })();
