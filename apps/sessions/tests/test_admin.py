@@ -375,7 +375,7 @@ def test_dashboard_shows_the_network_at_a_glance(admin_client: HttpClient, ready
 
 def test_dashboard_on_an_empty_network(admin_client: HttpClient) -> None:
     body = admin_client.get(reverse("admin:index")).content.decode()
-    assert "upload one" in body and "upload a seed model" in body and "none yet" in body
+    assert "upload one" in body and "upload a seed model" in body and "No session yet" in body
 
 
 @pytest.mark.parametrize("page", ["round_changelist", "status_changelist", "validation_changelist"])
