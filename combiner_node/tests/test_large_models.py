@@ -19,7 +19,7 @@ from combiner_node.cli import build_parser, settings_from_args
 from combiner_node.modelfiles import GIB, MIB, ModelFiles, UploadLimits
 from combiner_node.node import CombinerNode
 from combiner_node.store import DirectoryStore
-from combiner_node.tests.conftest import TestClient, control_stub, start_request, wait_for
+from combiner_node.tests.conftest import TestClient, control_stub, start_request
 from fedplane.client.transfer import download_model, upload_model
 from fedplane.proto import fedn_pb2
 
@@ -261,11 +261,12 @@ def test_a_200_mb_model_streams_down_and_up_unchanged_in_bounded_memory(node, ma
 
     assert received == sent == global_path.stat().st_size
     assert sha256_of(downloaded) == expected
-    stored = wait_for(lambda: node.files.update_path("update-large"))
+    stored = node.files.update_path("update-large")  # Upload answered: the file is complete
     assert sha256_of(stored) == expected
     print(f"peak RSS growth over a {size / 1e6:.0f} MB download and upload: {growth_mb:.1f} MB")
-    # Client and combiner share this process: both ends together stay far below one model.
-    assert growth_mb < 64, f"peak resident memory grew {growth_mb:.1f} MB moving a {size / 1e6:.0f} MB model"
+    # Client and combiner share this process; chunks in flight at both ends make tens of MB,
+    # where a whole model held anywhere would add 200 MB.
+    assert growth_mb < 100, f"peak resident memory grew {growth_mb:.1f} MB moving a {size / 1e6:.0f} MB model"
 
 
 def test_a_malformed_chunk_message_is_refused_and_nothing_kept(make_node, make_client, store, tmp_path):
