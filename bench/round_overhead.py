@@ -226,35 +226,48 @@ def measure(
                 note=f"skipped: {available_mb()} MB available, about {needed + STACK_MB} MB needed",
             )
             continue
-        begun = time.monotonic()
-        for index in range(started_clients, clients):
-            name = client_name(index)
-            federation.start_client(name, index, max(counts), token=tokens.get(name))
-        started_clients = clients
-        federation.wait_clients_online(clients, timeout=60 + 3 * clients)
-        print(f"{clients} clients online in {time.monotonic() - begun:.0f} s", flush=True)
-        # Alternate which variant runs first, so the restarts between them are one per N.
-        timings: dict[bool, SessionTiming] = {}
-        for wake in (True, False) if wake_first else (False, True):
-            set_wake(federation, wake)
-            variant = "event-driven" if wake else "polling"
-            timing = run_session(federation, database_url, f"overhead-{clients}-{variant}", clients, rounds)
-            timings[wake] = timing
-            print(
-                f"{clients:>4} {variant:<14} {timing.per_round:>8.2f} {timing.client_task:>9.2f} "
-                f"{timing.overhead:>10.2f}   {' '.join(f'{d:.2f}' for d in timing.round_durations)}",
-                flush=True,
+        try:
+            begun = time.monotonic()
+            for index in range(started_clients, clients):
+                name = client_name(index)
+                federation.start_client(name, index, max(counts), token=tokens.get(name))
+            started_clients = clients
+            federation.wait_clients_online(clients, timeout=60 + 3 * clients)
+            print(f"{clients} clients online in {time.monotonic() - begun:.0f} s", flush=True)
+            # Alternate which variant runs first, so the restarts between them are one per N.
+            timings: dict[bool, SessionTiming] = {}
+            for wake in (True, False) if wake_first else (False, True):
+                set_wake(federation, wake)
+                variant = "event-driven" if wake else "polling"
+                timing = run_session(
+                    federation, database_url, f"overhead-{clients}-{variant}", clients, rounds
+                )
+                timings[wake] = timing
+                print(
+                    f"{clients:>4} {variant:<14} {timing.per_round:>8.2f} {timing.client_task:>9.2f} "
+                    f"{timing.overhead:>10.2f}   {' '.join(f'{d:.2f}' for d in timing.round_durations)}",
+                    flush=True,
+                )
+            wake_first = not wake_first
+            emit(
+                name=f"{clients} no-op clients: overhead per round",
+                value=round(timings[True].overhead, 3),
+                unit="s",
+                baseline=round(timings[False].overhead, 3),
+                baseline_name="polling steps",
+                target={"at_most": TARGET_SECONDS} if clients == TARGET_CLIENTS else {},
+                note=f"{timings[True].per_round:.2f} s/round, clients' task {timings[True].client_task:.2f} s",
             )
-        wake_first = not wake_first
-        emit(
-            name=f"{clients} no-op clients: overhead per round",
-            value=round(timings[True].overhead, 3),
-            unit="s",
-            baseline=round(timings[False].overhead, 3),
-            baseline_name="polling steps",
-            target={"at_most": TARGET_SECONDS} if clients == TARGET_CLIENTS else {},
-            note=f"{timings[True].per_round:.2f} s/round, clients' task {timings[True].client_task:.2f} s",
-        )
+        except (FederationError, RuntimeError) as exc:
+            # The curve stops here; the table says at which N and why (the logs are in --keep's folder).
+            print(f"{clients} clients: {exc}", flush=True)
+            emit(
+                name=f"{clients} no-op clients: overhead per round",
+                unit="s",
+                target={"at_most": TARGET_SECONDS} if clients == TARGET_CLIENTS else {"at_most": 0},
+                note=f"failed: {str(exc).splitlines()[0][:160]}",
+            )
+            return
 
 
 def main() -> int:

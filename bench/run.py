@@ -228,7 +228,7 @@ FIGURES = [
         parse=parse_model_transfer,
     ),
     Figure("api", "api.py", quick_args=("--quick",), quick_timeout=100),
-    Figure("round overhead", "round_overhead.py", quick_args=("--quick",), quick_timeout=200),
+    Figure("round overhead", "round_overhead.py", quick_args=("--quick",), quick_timeout=240),
 ]
 
 
