@@ -97,12 +97,9 @@ def wake(session_pk: int) -> str | None:
     return None
 
 
-def wake_token(session_pk: int) -> str | None:
-    return Session.objects.filter(pk=session_pk).values_list("wake_token", flat=True).first()
-
-
-def session_step(session_pk: int) -> str | None:
-    return Session.objects.filter(pk=session_pk).values_list("step", flat=True).first()
+def step_and_wake_token(session_pk: int) -> tuple[str, str] | None:
+    """The step the session is at and its current chain token, in one read."""
+    return Session.objects.filter(pk=session_pk).values_list("step", "wake_token").first()
 
 
 def sessions_needing_a_step(grace: dt.timedelta = dt.timedelta(seconds=5)) -> list[int]:

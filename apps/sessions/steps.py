@@ -28,8 +28,9 @@ def enqueue_step(session_pk: int, delay: float | None, wake: str | None = None) 
     session's chain token so a duplicate of the chain finds itself stale and stops."""
     if delay is None:
         return
-    task = session_reduce if leases.session_step(session_pk) == SessionStep.REDUCING else session_advance
-    task.apply_async((session_pk,), {"wake": wake or leases.wake_token(session_pk)}, countdown=delay)
+    step, current_token = leases.step_and_wake_token(session_pk) or ("", None)
+    task = session_reduce if step == SessionStep.REDUCING else session_advance
+    task.apply_async((session_pk,), {"wake": wake or current_token}, countdown=delay)
 
 
 def wake_session(session_pk: int) -> None:
