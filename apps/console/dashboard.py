@@ -24,6 +24,7 @@ from apps.models.services import model_get_active
 from apps.packages.services import package_get_active
 from apps.sessions import records
 from apps.sessions.admin_display import LOG_LEVEL_TONES, SESSION_TONES
+from apps.sessions.admin_overview import spread_chart
 from apps.sessions.choices import ACTIVE_SESSION_STATUSES, ControllerStateValue, SessionStep
 from apps.sessions.metrics import session_metrics
 from apps.sessions.models import Session, Status
@@ -48,8 +49,6 @@ LISTED_COMBINERS = 10
 EVENT_TEXT_CHARS = 90
 CHART_WIDTH = 560
 PLANNED_AXIS_ROUNDS = 30
-MEAN_LABEL = "mean over clients"
-BAND_LABEL = "min\u2013max over clients"
 
 
 @dataclass(frozen=True)
@@ -124,16 +123,7 @@ def session_chart(session: Session) -> SafeString:
     name, spreads = next(iter(metrics.spreads.items()))
     first = metrics.rounds[0]
     planned = (first, first + session.rounds - 1) if session.rounds <= PLANNED_AXIS_ROUNDS else None
-    return line_chart(
-        name,
-        metrics.rounds,
-        {MEAN_LABEL: [spread.mean if spread else None for spread in spreads]},
-        bands={MEAN_LABEL: [(spread.low, spread.high) if spread else None for spread in spreads]},
-        band_label=BAND_LABEL,
-        y_label=name,
-        width=CHART_WIDTH,
-        round_range=planned,
-    )
+    return spread_chart(name, metrics.rounds, spreads, width=CHART_WIDTH, round_range=planned)
 
 
 def combiner_rows() -> list[CombinerRow]:

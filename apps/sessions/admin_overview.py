@@ -83,26 +83,36 @@ def session_overview(session: Session) -> dict[str, Any]:
     }
 
 
+def spread_chart(
+    name: str, rounds: list[int], spreads: Sequence[Spread | None], **options: Any
+) -> SafeString:
+    """One metric per round: the mean over the clients' validations of each round's model, with
+    the band from the lowest to the highest client. `options` go to line_chart."""
+    return line_chart(
+        name,
+        rounds,
+        {MEAN_LABEL: [spread.mean if spread else None for spread in spreads]},
+        bands={MEAN_LABEL: [(spread.low, spread.high) if spread else None for spread in spreads]},
+        band_label=BAND_LABEL,
+        y_label=name,
+        **options,
+    )
+
+
 def metric_panels(metrics: SessionMetrics, span: tuple[int, int] | None = None) -> list[SafeString]:
-    """One chart per metric: the mean over the clients' validations of each round's model, with
-    the band from the lowest to the highest client."""
+    """One chart per metric (spread_chart), each with every point's spread to hover."""
     if not metrics.spreads:
         return [line_chart("Validation metrics", metrics.rounds, {})]
-    panels = []
-    for name, spreads in metrics.spreads.items():
-        panels.append(
-            line_chart(
-                name,
-                metrics.rounds,
-                {MEAN_LABEL: [spread.mean if spread else None for spread in spreads]},
-                bands={MEAN_LABEL: [(spread.low, spread.high) if spread else None for spread in spreads]},
-                band_label=BAND_LABEL,
-                y_label=name,
-                notes={MEAN_LABEL: [spread_note(spread) for spread in spreads]},
-                round_range=span,
-            )
+    return [
+        spread_chart(
+            name,
+            metrics.rounds,
+            spreads,
+            notes={MEAN_LABEL: [spread_note(spread) for spread in spreads]},
+            round_range=span,
         )
-    return panels
+        for name, spreads in metrics.spreads.items()
+    ]
 
 
 def spread_note(spread: Spread | None) -> str:
