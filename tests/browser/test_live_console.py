@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,8 +28,8 @@ from tests.browser.test_admin_browser import (
     Browsing,
     log_in,
 )
-from tests.e2e.conftest import CLIENT_ENV
-from tests.e2e.harness import PY, ROOT, Federation, prepare_backend
+from tests.e2e.conftest import running_federation
+from tests.e2e.harness import Federation
 
 pytestmark = [
     pytest.mark.e2e,
@@ -57,37 +56,19 @@ T = TypeVar("T")
 @contextlib.contextmanager
 def served_federation(var_dir: Path) -> Iterator[Federation]:
     """The e2e federation with its controller under gunicorn, and an operator who may log in."""
-    backend = prepare_backend(var_dir)
-    federation = Federation(backend, client_env=CLIENT_ENV)
-    try:
-        federation.start_controller(gunicorn=True)
-        federation.start_worker()
-        federation.start_combiner("combiner-a")
-        federation.upload_digits()
-        for index, (name, combiner) in enumerate(CLIENTS.items()):
-            federation.start_client(name, index, len(CLIENTS), combiner=combiner)
-        federation.wait_clients_online(len(CLIENTS))
-        subprocess.run(
-            [
-                PY,
-                "manage.py",
-                "createsuperuser",
-                "--noinput",
-                "--username",
-                "operator",
-                "--email",
-                "op@example.org",
-            ],
-            cwd=ROOT,
-            env={**federation.env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD},
-            check=True,
-            capture_output=True,
+    with running_federation(var_dir, combiners=["combiner-a"], clients=CLIENTS, gunicorn=True) as federation:
+        made = federation.manage(
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "operator",
+            "--email",
+            "op@example.org",
             timeout=120,
+            extra_env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD},
         )
+        assert made.returncode == 0, made.stderr
         yield federation
-    finally:
-        federation.stop()
-        backend.close()
 
 
 @pytest.fixture(scope="module")

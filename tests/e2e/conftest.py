@@ -22,16 +22,18 @@ def running_federation(
     combiners: list[str],
     clients: dict[str, str | None],
     client_envs: dict[str, dict[str, str]] | None = None,
+    gunicorn: bool = False,
 ) -> Iterator[Federation]:
     """Controller, worker, the named combiners, and clients (name -> preferred combiner) up and online.
 
-    `client_envs` adds environment variables for single clients (e.g. slower training).
+    `client_envs` adds environment variables for single clients (e.g. slower training); with
+    `gunicorn` the controller is served as `make serve` serves it.
     """
     started = time.monotonic()
     backend = prepare_backend(var_dir)
     federation = Federation(backend, client_env=CLIENT_ENV)
     try:
-        federation.start_controller()
+        federation.start_controller(gunicorn=gunicorn)
         federation.start_worker()
         for name in combiners:
             federation.start_combiner(name)

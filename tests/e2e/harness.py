@@ -538,10 +538,17 @@ class Federation:
         }
         self.spawn(name, argv, env=env, cwd=workdir)
 
-    def manage(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def manage(
+        self, *args: str, timeout: float = 180, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`manage.py <args>` against this federation's database, as an operator runs it."""
         return subprocess.run(
-            [PY, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+            [PY, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def mint(self, role: str, subject: str) -> str:
