@@ -229,6 +229,13 @@ FIGURES = [
     ),
     Figure("api", "api.py", quick_args=("--quick",), quick_timeout=100),
     Figure("round overhead", "round_overhead.py", quick_args=("--quick",), quick_timeout=240),
+    Figure(
+        "clients per combiner",
+        "clients_per_combiner.py",
+        quick_args=("--quick",),
+        timeout=900,
+        quick_timeout=150,
+    ),
 ]
 
 
