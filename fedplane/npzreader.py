@@ -7,10 +7,12 @@ them); every ``.npy`` header is parsed from the start of its member and must des
 numeric array (object, structured, subarray and string dtypes are refused); and every member's
 size in the zip directory must equal what its header declares. A deflate stream is therefore
 never inflated past the declared size of its array (:mod:`zipfile` stops at the directory's
-size, which was checked). Errors are :class:`ModelFileError` and name the member. For
-stored (uncompressed) members the absolute file offset of the array data is found from the zip
-local header, so a layer is read with ``pread`` or streamed in blocks through a sliding read-only
-memory mapping; deflated members (FEDn writes ``savez_compressed``) are inflated as they are read.
+size, which was checked). Errors are :class:`ModelFileError` and name the member. The
+absolute file offset of each member's data is found from its zip local header. A stored
+(uncompressed) layer is read with ``pread`` or streamed in blocks through a sliding read-only
+memory mapping; a deflated one (FEDn writes ``savez_compressed``) is inflated from ``pread``
+chunks straight into the caller's block, never past its declared size, its CRC checked at the
+end. Reading different layers of one archive from different threads is safe.
 
 :func:`open_layers` is the entry point; :mod:`fedplane.numpyhelper` re-exports it.
 """
@@ -43,6 +45,9 @@ _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")
 _NPY_MAX_HEADER = 10_000
 _MAP_WINDOW_BYTES = 8 << 20
+# Compressed bytes handed to zlib per call: small, so that what a call leaves unconsumed (zlib
+# copies it) stays small, and a call stopped at a block's end inflates at most a block.
+_INFLATE_INPUT_BYTES = 64 << 10
 # Bounds on the zip directory, which zipfile reads whole and turns into one object per entry:
 # models have at most a few thousand layers, and numpy's directory entries take under 200 bytes.
 MAX_LAYERS = 16_384
@@ -137,10 +142,24 @@ class LayerReader:
 
 
 class _Entry:
-    __slots__ = ("compressed", "data_offset", "dtype", "fortran_order", "info", "nbytes", "shape", "size")
+    __slots__ = (
+        "compressed",
+        "data_offset",
+        "dtype",
+        "fortran_order",
+        "header_len",
+        "info",
+        "nbytes",
+        "shape",
+        "size",
+        "stream_offset",
+    )
 
-    def __init__(self, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> None:
+    def __init__(
+        self, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype, fortran: bool, header_len: int
+    ) -> None:
         self.info = info
+        self.header_len = header_len
         self.shape = shape
         self.dtype = dtype
         self.fortran_order = fortran
@@ -148,6 +167,7 @@ class _Entry:
         self.nbytes = self.size * dtype.itemsize
         self.compressed = info.compress_type != zipfile.ZIP_STORED
         self.data_offset = -1  # absolute file offset of the array data, for stored members
+        self.stream_offset = -1  # absolute file offset of the member's bytes as stored (deflated or not)
 
 
 class NpzArchive:
@@ -204,20 +224,26 @@ class NpzArchive:
                 )
             with self._zip.open(info) as stream:
                 shape, dtype, fortran, header_len = _read_npy_header(stream, member)
-            entry = _Entry(info, shape, dtype, fortran)
+            entry = _Entry(info, shape, dtype, fortran, header_len)
             if info.file_size != header_len + entry.nbytes:
                 raise ModelFileError(
                     f"{member}: the header declares shape {shape} {dtype} ({entry.nbytes} bytes of data) "
                     f"but the zip directory says the member holds {info.file_size - header_len} "
                     "(truncated, or trailing bytes)"
                 )
+            entry.stream_offset = self._member_data_offset(info)
             if not entry.compressed:
-                entry.data_offset = self._member_data_offset(info) + header_len
+                entry.data_offset = entry.stream_offset + header_len
                 if entry.data_offset + entry.nbytes > self._file_size:
                     raise ModelFileError(
                         f"{member}: declared shape {shape} dtype {dtype} extends past the end of the file "
                         "(truncated)"
                     )
+            elif entry.stream_offset + info.compress_size > self._file_size:
+                raise ModelFileError(
+                    f"{member}: its {info.compress_size} deflated bytes extend past the end of the file "
+                    "(truncated)"
+                )
             entries.append(entry)
         return entries
 
@@ -249,6 +275,16 @@ class NpzArchive:
                 yield start, flat[start : start + block_elems]
             return
         buffer_elems = min(block_elems, max(entry.size, 1))
+        if entry.compressed and self._fd is not None:
+            buffer = np.empty(buffer_elems, dtype=entry.dtype)
+            with _unreadable_as_value_error():
+                inflater = _MemberInflater(self._fd, entry)
+                for start in range(0, entry.size, block_elems):
+                    block = buffer[: min(block_elems, entry.size - start)]
+                    inflater.fill(block)
+                    yield start, block
+                inflater.finish()
+            return
         if entry.compressed or self._fd is None:
             buffer = np.empty(buffer_elems, dtype=entry.dtype)
             with _unreadable_as_value_error(), self._zip.open(entry.info) as member:
@@ -299,6 +335,11 @@ class NpzArchive:
             del window
 
     def _read_into(self, entry: _Entry, out: np.ndarray) -> None:
+        if entry.compressed and self._fd is not None:
+            inflater = _MemberInflater(self._fd, entry)  # read_layer turns OSError into ModelFileError
+            inflater.fill(out)
+            inflater.finish()
+            return
         if entry.compressed or self._fd is None:
             with self._zip.open(entry.info) as member:
                 _read_npy_header(member, entry.info.filename)
@@ -314,6 +355,68 @@ def _unreadable_as_value_error() -> Iterator[None]:
         yield
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise ModelFileError(f"unreadable npz archive: {exc}") from exc
+
+
+class _MemberInflater:
+    """Inflates one deflated member from ``pread`` chunks into the caller's arrays, in order.
+
+    Never inflates past the member's declared size (each zlib call is bounded by the room left
+    in the array being filled) and never reads past its compressed size; the CRC of everything
+    inflated, header included, is checked when the last byte has been produced. Errors are
+    :class:`ModelFileError` with the messages zipfile's reader gave for the same damage.
+    """
+
+    def __init__(self, fd: int, entry: _Entry) -> None:
+        self._fd = fd
+        self._name = entry.info.filename
+        self._position = entry.stream_offset
+        self._end = entry.stream_offset + entry.info.compress_size
+        self._left = entry.info.file_size
+        self._expected_crc = entry.info.CRC
+        self._crc = 0
+        self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._input = b""
+        self._fill_view(memoryview(bytearray(entry.header_len)))  # the .npy header, parsed when indexed
+
+    def fill(self, out: np.ndarray) -> None:
+        """Inflate exactly ``out.nbytes`` more bytes of the member into ``out`` (contiguous)."""
+        if out.size:
+            self._fill_view(memoryview(out).cast("B"))
+
+    def finish(self) -> None:
+        """Everything declared was inflated (a longer stream is read only to its declared size)."""
+        if self._left:
+            raise ModelFileError(f"member {self._name!r}: {self._left} bytes were never read")
+
+    def _fill_view(self, view: memoryview) -> None:
+        size = len(view)
+        if size > self._left:
+            raise ModelFileError(f"member {self._name!r}: read past its declared size")
+        filled = 0
+        try:
+            while filled < size:
+                if not self._input:
+                    self._input = self._next_input()
+                piece = self._zlib.decompress(self._input, size - filled)
+                self._input = self._zlib.unconsumed_tail
+                view[filled : filled + len(piece)] = piece
+                self._crc = zlib.crc32(piece, self._crc)
+                filled += len(piece)
+        except zlib.error as exc:
+            raise ModelFileError(f"unreadable npz archive: {exc}") from exc
+        self._left -= size
+        if not self._left and self._crc != self._expected_crc:
+            raise ModelFileError(f"unreadable npz archive: Bad CRC-32 for file {self._name!r}")
+
+    def _next_input(self) -> bytes:
+        count = min(_INFLATE_INPUT_BYTES, self._end - self._position)
+        if self._zlib.eof or count <= 0:
+            raise ModelFileError(f"member {self._name!r}: unexpected end of data (truncated)")
+        data = os.pread(self._fd, count, self._position)
+        if len(data) != count:
+            raise ModelFileError(f"member {self._name!r}: unexpected end of data (truncated)")
+        self._position += count
+        return data
 
 
 class _MapUnavailable(Exception):

@@ -170,7 +170,8 @@ class Aggregator(abc.ABC):
 
     A fresh instance serves one session and lives across its rounds. ``add`` may be called from
     several threads at once: reading and validating an update happens outside the lock, only
-    folding it into the round state is serialised.
+    folding it into the round state is serialised (fedavg reads a deflated update while it
+    folds it, under the lock, so that it is inflated only once).
     """
 
     name: ClassVar[str]
@@ -221,7 +222,12 @@ class Aggregator(abc.ABC):
                 if round_id != self._round_id or self._spec is None:
                     self._drop_prepared(prepared)
                     raise InvalidUpdate("the round closed while the update was being read")
-                self._accept(reader, spec, weight, prepared)
+                try:
+                    self._accept(reader, spec, weight, prepared)
+                except InvalidUpdate:
+                    raise
+                except ValueError as exc:  # damaged data found while folding (read in one pass)
+                    raise InvalidUpdate(f"update could not be read: {exc}") from exc
                 self._count += 1
 
     @property
@@ -265,7 +271,11 @@ class Aggregator(abc.ABC):
 
     @abc.abstractmethod
     def _accept(self, reader: LayerReader, spec: ModelSpec, weight: float, prepared: Any) -> None:
-        """Take a validated update into the round state (called under the lock)."""
+        """Take a validated update into the round state (called under the lock).
+
+        An aggregator that validates while it folds may raise ``ValueError`` here, but only
+        with the round state left exactly as it was.
+        """
 
     @abc.abstractmethod
     def _write(self, spec: ModelSpec, global_path: Path, out_path: Path) -> None:

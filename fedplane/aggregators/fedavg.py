@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ from fedplane import numpyhelper
 from fedplane.aggregators.base import (
     BLOCK_ELEMS,
     Aggregator,
-    FiniteCheck,
     InvalidUpdate,
     ModelSpec,
     check_finite,
@@ -30,6 +30,13 @@ except ImportError:  # pragma: no cover - scipy ships with the server requiremen
 
 _AXPY = {} if _blas is None else {np.dtype(np.float32): _blas.saxpy, np.dtype(np.float64): _blas.daxpy}
 
+# OpenBLAS runs level-1 calls of up to 10,000 elements on the calling thread.
+_SERIAL_BLAS_ELEMS = 8192
+
+# Threads that inflate, check and fold the layers of one deflated update side by side (zlib, BLAS
+# and numpy release the GIL); inflating is most of the work and each layer is its own stream.
+INGEST_THREADS = max(1, min(4, os.cpu_count() or 1))
+
 
 class WeightedSum:
     """Σ wᵢ·mᵢ and Σ wᵢ over model files, one flat accumulator per layer.
@@ -45,23 +52,74 @@ class WeightedSum:
         for layer in self.layers:
             layer.fill(0)  # fault the pages in now rather than during the first update's fold
         self.total_weight = 0.0
-        self._scratch = {
-            dtype: np.empty(block_elems, dtype=dtype) for dtype in {layer.dtype for layer in self.layers}
-        }
+        self._scratch = self._new_scratch()
+        # The sums plus the update being read, for fold_checked; allocated on first use.
+        self._next_layers: list[np.ndarray] | None = None
+
+    def _new_scratch(self) -> dict[np.dtype, np.ndarray]:
+        return {dtype: np.empty(self.block_elems, dtype=dtype) for dtype in {a.dtype for a in self.layers}}
 
     def fold(self, reader: LayerReader, weight: float) -> None:
         """Add ``weight`` times the (already validated) model in ``reader``."""
         for i, acc in enumerate(self.layers):
-            axpy = _AXPY.get(acc.dtype)
-            scratch = self._scratch[acc.dtype]
             for start, block in reader.iter_blocks(i, self.block_elems):
                 target = acc[start : start + block.size]
-                if axpy is not None and block.dtype == acc.dtype:
-                    axpy(block, target, a=weight)
-                else:
-                    tmp = scratch[: block.size]
-                    np.multiply(block, weight, out=tmp, casting="unsafe")
-                    np.add(target, tmp, out=target)
+                _fold_block(block, target, target, weight, self._scratch[acc.dtype])
+        self.total_weight += weight
+
+    def fold_checked(self, reader: LayerReader, weight: float, threads: int = INGEST_THREADS) -> None:
+        """Check and fold an unchecked model in one pass, all or nothing; refusals raise ValueError.
+
+        Each block is checked for NaN and infinity and folded while it is in cache, so a deflated
+        update is inflated once and never kept whole. The sums plus this update go to a second
+        set of layers, which becomes the sums only once every layer was read and checked: a
+        refused update, wherever its problem is, leaves the sums exactly as they were. That
+        second set costs one more accumulator of memory, and no more memory traffic than
+        folding in place. Layers are read by up to ``threads`` threads; the refusal reported is
+        the first in layer order, as a reading from the first layer to the last would find it.
+        """
+        if self._next_layers is None:
+            self._next_layers = [np.empty_like(acc) for acc in self.layers]
+        targets = self._next_layers
+        # Largest layers first, so that the threads finish at about the same time.
+        pending = iter(sorted(range(len(self.layers)), key=lambda i: -self.layers[i].size))
+        pending_lock = threading.Lock()
+        refusals = _FirstRefusal()
+        folded: list[int] = []  # list.append is atomic
+
+        def fold_layers() -> None:
+            scratch = self._new_scratch()
+            while True:
+                with pending_lock:
+                    i = next(pending, None)
+                if i is None or refusals.before(i):
+                    return
+                acc, target = self.layers[i], targets[i]
+                try:
+                    for start, block in reader.iter_blocks(i, self.block_elems):
+                        if refusals.before(i):
+                            break  # an earlier layer is refused: this one no longer matters
+                        if not _all_finite(block):
+                            raise InvalidUpdate(non_finite_message(i, reader.names[i], start, block))
+                        stop = start + block.size
+                        _fold_block(block, acc[start:stop], target[start:stop], weight, scratch[acc.dtype])
+                    else:
+                        folded.append(i)
+                except BaseException as exc:  # reported by the calling thread, in layer order
+                    refusals.add(i, exc)
+
+        helpers = [threading.Thread(target=fold_layers) for _ in range(min(threads, len(self.layers)) - 1)]
+        for helper in helpers:
+            helper.start()
+        try:
+            fold_layers()
+        finally:
+            for helper in helpers:
+                helper.join()
+        refusals.raise_first()
+        if len(folded) != len(targets):
+            raise RuntimeError(f"{len(targets) - len(folded)} layers of the update were not folded")
+        self.layers, self._next_layers = targets, self.layers
         self.total_weight += weight
 
     def mean_in_place(self) -> list[np.ndarray]:
@@ -83,6 +141,65 @@ class WeightedSum:
         ]
 
 
+def _fold_block(
+    block: np.ndarray, acc: np.ndarray, out: np.ndarray, weight: float, scratch: np.ndarray
+) -> None:
+    """``out = acc + weight * block``; ``out`` may be ``acc``. The same arithmetic either way."""
+    axpy = _AXPY.get(out.dtype)
+    if out is not acc:
+        np.copyto(out, acc)
+        if axpy is not None and block.dtype == out.dtype:
+            # Between the zlib calls of a deflated update, pieces small enough for BLAS to run
+            # on this thread: a larger call wakes BLAS's own threads, which then spin on the
+            # cores the inflating threads need. Elementwise, the sums are the same.
+            for start in range(0, block.size, _SERIAL_BLAS_ELEMS):
+                stop = start + _SERIAL_BLAS_ELEMS
+                axpy(block[start:stop], out[start:stop], a=weight)
+            return
+    if axpy is not None and block.dtype == out.dtype:
+        axpy(block, out, a=weight)
+    else:
+        tmp = scratch[: block.size]
+        np.multiply(block, weight, out=tmp, casting="unsafe")
+        np.add(out, tmp, out=out)
+
+
+def _all_finite(block: np.ndarray) -> bool:
+    # Not FiniteCheck's BLAS dot: see _SERIAL_BLAS_ELEMS.
+    return block.dtype.kind != "f" or bool(np.isfinite(block).all())
+
+
+class _FirstRefusal:
+    """What went wrong in which layer, across threads; the first in layer order is raised."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_layer: dict[int, BaseException] = {}
+        self._first = -1
+
+    def add(self, layer: int, exc: BaseException) -> None:
+        with self._lock:
+            self._by_layer[layer] = exc
+            if self._first < 0 or layer < self._first:
+                self._first = layer
+
+    def before(self, layer: int) -> bool:
+        """A layer before ``layer`` was refused."""
+        first = self._first
+        return 0 <= first < layer
+
+    def raise_first(self) -> None:
+        if self._by_layer:
+            raise self._by_layer[min(self._by_layer)]
+
+
+class _FoldWhileReading:
+    """``_prepare``'s answer for a deflated update: it is checked while it is folded, in one pass."""
+
+
+_FOLD_WHILE_READING = _FoldWhileReading()
+
+
 class FedAvg(Aggregator):
     """FEDn's ``fedavg``: Σnᵢmᵢ / Σnᵢ, weighted by each update's number of training examples."""
 
@@ -95,36 +212,20 @@ class FedAvg(Aggregator):
     def _begin_round(self, spec: ModelSpec) -> None:
         self._sum = WeightedSum(spec)
 
-    def _prepare(self, reader: LayerReader, spec: ModelSpec) -> Path | None:
-        if not reader.compressed:
-            check_finite(reader)
-            return None
-        # FEDn clients send deflated files: inflate once into a plain copy while validating,
-        # rather than inflating a second time for the fold.
-        plain = self.workdir / f"inflated-{uuid.uuid4().hex}.npz"
-        finite = FiniteCheck(BLOCK_ELEMS)
-
-        def refuse_non_finite(layer: int, start: int, block: np.ndarray) -> None:
-            if not finite(block):
-                raise InvalidUpdate(non_finite_message(layer, reader.names[layer], start, block))
-
-        numpyhelper.save_blocks(reader, plain, BLOCK_ELEMS, on_block=refuse_non_finite)
-        return plain
-
-    def _drop_prepared(self, prepared: Any) -> None:
-        if prepared is not None:
-            Path(prepared).unlink(missing_ok=True)
+    def _prepare(self, reader: LayerReader, spec: ModelSpec) -> _FoldWhileReading | None:
+        if reader.compressed:
+            # FEDn clients send deflated files: reading them twice (check, then fold) would
+            # inflate them twice, so they are checked while they are folded (see _accept).
+            return _FOLD_WHILE_READING
+        check_finite(reader)  # plain files are mapped: a second read costs little
+        return None
 
     def _accept(self, reader: LayerReader, spec: ModelSpec, weight: float, prepared: Any) -> None:
         assert self._sum is not None
-        if prepared is None:
+        if prepared is _FOLD_WHILE_READING:
+            self._sum.fold_checked(reader, weight)
+        else:
             self._sum.fold(reader, weight)
-            return
-        try:
-            with numpyhelper.open_layers(prepared) as plain:
-                self._sum.fold(plain, weight)
-        finally:
-            Path(prepared).unlink(missing_ok=True)
 
     def _write(self, spec: ModelSpec, global_path: Path, out_path: Path) -> None:
         assert self._sum is not None
