@@ -400,10 +400,10 @@ class _MemberInflater:
                 piece = self._zlib.decompress(self._input, size - filled)
                 self._input = self._zlib.unconsumed_tail
                 view[filled : filled + len(piece)] = piece
-                self._crc = zlib.crc32(piece, self._crc)
                 filled += len(piece)
         except zlib.error as exc:
             raise ModelFileError(f"unreadable npz archive: {exc}") from exc
+        self._crc = zlib.crc32(view, self._crc)
         self._left -= size
         if not self._left and self._crc != self._expected_crc:
             raise ModelFileError(f"unreadable npz archive: Bad CRC-32 for file {self._name!r}")
