@@ -18,7 +18,9 @@ Two workers, each in its own process, take the same files in turn, interleaved:
 
 Both take one update first to warm up; each sample after that is one update, timed by wall clock
 inside its worker. The figure is the median over the samples of model bytes per second; FEDn's
-is its baseline, measured in the same run. Target: fedplane at least 2x FEDn. fedplane's peak
+is its baseline, measured in the same run. fedplane reads the layers of an update with two
+threads and FEDn with one, so the ratio also says whether a second core was free (the load
+average is in the line's note). Target: fedplane at least 2x FEDn. fedplane's peak
 resident growth over the run (VmHWM after the last update minus after imports, the accumulator
 included) is printed as a context line. Both end with their average of the same updates, which
 must agree.
@@ -296,7 +298,11 @@ def run(folder: Path, args: argparse.Namespace) -> int:
         baseline=round(theirs_rate, 4),
         baseline_name="FEDn 0.9.5 Helper.load + increment_average",
         target={"ratio_at_least": 2},
-        note="" if agree else "the averages differ",
+        note=(
+            f"two threads; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            if agree
+            else "the averages differ"
+        ),
     )
     result(
         name=f"fedplane peak memory growth ingesting compressed updates, {label}",

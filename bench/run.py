@@ -228,7 +228,7 @@ FIGURES = [
         parse=parse_model_transfer,
     ),
     Figure(
-        "ingest", "ingest.py", quick_args=("--samples", "5", "--updates", "2"), quick_timeout=90, timeout=600
+        "ingest", "ingest.py", quick_args=("--samples", "11", "--updates", "2"), quick_timeout=90, timeout=600
     ),
     Figure("api", "api.py", quick_args=("--quick",), quick_timeout=100),
     Figure("round overhead", "round_overhead.py", quick_args=("--quick",), quick_timeout=240),
