@@ -1,18 +1,27 @@
 import dj_database_url
 
-from controlplane.settings.env import VAR_DIR, env_str
+from controlplane.settings.env import VAR_DIR, env_int, env_str
 
 # Django's SQLite backend, creating the database's folder on first connect (controlplane/sqlite).
 SQLITE_ENGINE = "controlplane.sqlite"
 
+# A server database's connection is kept for this many seconds and reused by the requests of the
+# thread that opened it (a new PostgreSQL connection costs more than a page of statuses); it is
+# checked before each request reuses it, so one the server dropped is replaced, not an error.
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
+
 # SQLite under var/ unless DATABASE_URL names another database (PostgreSQL in production).
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fedplane.sqlite3'}"), conn_max_age=0
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'fedplane.sqlite3'}"),
+        conn_max_age=DATABASE_CONN_MAX_AGE,
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["ENGINE"] = SQLITE_ENGINE
+    # Opening the file costs nothing; a kept connection would only hold it open.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Several processes (server, worker) share the file: wait for locks instead of failing, and
     # take the write lock when a transaction starts, so read-then-write never dies on "locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
