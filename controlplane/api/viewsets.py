@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from controlplane.api.filters import FednFilterBackend, may_be_null
 from controlplane.api.pagination import count_of
+from controlplane.api.rows import row_reader
 
 SORT_HEADERS = [
     OpenApiParameter("X-Sort-Key", str, OpenApiParameter.HEADER, required=False),
@@ -71,7 +72,20 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(parameters=SORT_HEADERS)
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().list(request, *args, **kwargs)
+        queryset = self.filter_queryset(self.get_queryset())
+        reader = row_reader(self.get_serializer_class(), queryset.model)
+        if reader is None:
+            page = self.paginate_queryset(queryset)
+            documents = self.get_serializer(queryset if page is None else page, many=True).data
+        else:
+            # The serializer's documents built from rows (controlplane/api/rows.py): no model
+            # instance and no field-by-field serializer walk per row.
+            rows = queryset.values_list(*reader.columns)
+            page = self.paginate_queryset(rows)
+            documents = reader.documents(list(rows) if page is None else page)
+        if page is None:
+            return Response(documents)
+        return self.get_paginated_response(documents)
 
     @extend_schema(parameters=SORT_HEADERS, request={"application/json": {"type": "object"}})
     @action(detail=False, methods=["post"], url_path="list")

@@ -204,13 +204,8 @@ class ValidationRawSerializer(serializers.Serializer):
     sessionId = serializers.CharField(source="session_id", read_only=True)
 
 
-def skip_typing(context: dict[str, Any]) -> bool:
-    request = context.get("request")
-    return bool(request and request.headers.get("X-Skip-Typing", "").lower() == "true")
-
-
 class StatusSerializer(serializers.Serializer):
-    """A status, typed (snake_case); StatusRawSerializer's form with `X-Skip-Typing: true`."""
+    """A status, typed (snake_case); the routes answer StatusRawSerializer's form to `X-Skip-Typing: true`."""
 
     id = serializers.CharField(source="pk", read_only=True)
     status = serializers.CharField(read_only=True)
@@ -223,15 +218,9 @@ class StatusSerializer(serializers.Serializer):
     session_id = serializers.CharField(read_only=True)
     sender = SenderSerializer(source="*", read_only=True)
 
-    def to_representation(self, instance: Status) -> dict[str, Any]:
-        # FEDn's X-Skip-Typing answers the stored document instead of the typed one.
-        if skip_typing(self.context):
-            return StatusRawSerializer(instance).data
-        return super().to_representation(instance)
-
 
 class ValidationSerializer(serializers.Serializer):
-    """A validation, typed (snake_case); ValidationRawSerializer's form with `X-Skip-Typing: true`."""
+    """A validation, typed (snake_case); the routes answer ValidationRawSerializer's form to `X-Skip-Typing: true`."""
 
     id = serializers.CharField(source="pk", read_only=True)
     model_id = serializers.CharField(read_only=True)
@@ -242,11 +231,6 @@ class ValidationSerializer(serializers.Serializer):
     meta = serializers.CharField(read_only=True)
     sender = SenderSerializer(source="*", read_only=True)
     receiver = ReceiverSerializer(source="*", read_only=True)
-
-    def to_representation(self, instance: Validation) -> dict[str, Any]:
-        if skip_typing(self.context):
-            return ValidationRawSerializer(instance).data
-        return super().to_representation(instance)
 
 
 def status_doc(instance: Status, typed: bool = True) -> dict[str, Any]:

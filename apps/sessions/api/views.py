@@ -129,9 +129,19 @@ class RoundViewSet(FednReadViewSet):
 
 
 class CombinerForwardedViewSet(FednReadViewSet):
-    """Read routes, plus POST of documents a combiner forwards (role `combiner`)."""
+    """Read routes, plus POST of documents a combiner forwards (role `combiner`).
+
+    The read routes answer `serializer_class`'s typed documents, or with FEDn's `X-Skip-Typing: true`
+    `raw_serializer_class`'s: the document as the combiner forwarded it.
+    """
 
     record: ClassVar[Callable[..., int]]
+    raw_serializer_class: ClassVar[type[serializers.Serializer]]
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        if self.request.headers.get("X-Skip-Typing", "").lower() == "true":
+            return self.raw_serializer_class
+        return self.serializer_class
 
     def get_permissions(self) -> list[Any]:
         if self.action == "create":
@@ -163,6 +173,7 @@ class CombinerForwardedViewSet(FednReadViewSet):
 class StatusViewSet(CombinerForwardedViewSet):
     queryset = Status.objects.all()
     serializer_class = StatusSerializer
+    raw_serializer_class = StatusRawSerializer
     filterset_class = StatusFilterSet
     record = staticmethod(statuses_record)
     entity_name = "Status"
@@ -181,6 +192,7 @@ class StatusViewSet(CombinerForwardedViewSet):
 class ValidationViewSet(CombinerForwardedViewSet):
     queryset = Validation.objects.all()
     serializer_class = ValidationSerializer
+    raw_serializer_class = ValidationRawSerializer
     filterset_class = ValidationFilterSet
     record = staticmethod(validations_record)
     entity_name = "Validation"
