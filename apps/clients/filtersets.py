@@ -1,10 +1,8 @@
-import django_filters
-
 from apps.clients.models import Client
-from controlplane.api.filters import FednDateTimeFilter, FednFilter, add_aliases
+from controlplane.api.filters import FednDateTimeFilter, FednFilter, FednFilterSet, add_aliases
 
 
-class ClientFilterSet(django_filters.FilterSet):
+class ClientFilterSet(FednFilterSet):
     name = FednFilter()
     combiner = FednFilter(field_name="combiner__name")
     combiner_preferred = FednFilter()

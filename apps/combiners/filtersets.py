@@ -1,10 +1,8 @@
-import django_filters
-
 from apps.combiners.models import Combiner
-from controlplane.api.filters import FednDateTimeFilter, FednFilter
+from controlplane.api.filters import FednDateTimeFilter, FednFilter, FednFilterSet
 
 
-class CombinerFilterSet(django_filters.FilterSet):
+class CombinerFilterSet(FednFilterSet):
     name = FednFilter()
     address = FednFilter()
     ip = FednFilter()

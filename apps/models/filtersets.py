@@ -1,10 +1,8 @@
-import django_filters
-
 from apps.models.models import Model
-from controlplane.api.filters import FednDateTimeFilter, FednFilter, add_aliases
+from controlplane.api.filters import FednDateTimeFilter, FednFilter, FednFilterSet, add_aliases
 
 
-class ModelFilterSet(django_filters.FilterSet):
+class ModelFilterSet(FednFilterSet):
     model = FednFilter(field_name="model_id")
     parent_model = FednFilter(field_name="parent_id")
     session_id = FednFilter()

@@ -1,10 +1,8 @@
-import django_filters
-
 from apps.packages.models import ComputePackage
-from controlplane.api.filters import FednFilter, add_aliases
+from controlplane.api.filters import FednFilter, FednFilterSet, add_aliases
 
 
-class ComputePackageFilterSet(django_filters.FilterSet):
+class ComputePackageFilterSet(FednFilterSet):
     name = FednFilter()
     description = FednFilter()
     file_name = FednFilter()

@@ -1,10 +1,8 @@
-import django_filters
-
 from apps.sessions.models import Round, Session, Status, Validation
-from controlplane.api.filters import FednDateTimeFilter, FednFilter, add_aliases
+from controlplane.api.filters import FednDateTimeFilter, FednFilter, FednFilterSet, add_aliases
 
 
-class SessionFilterSet(django_filters.FilterSet):
+class SessionFilterSet(FednFilterSet):
     session_id = FednFilter()
     status = FednFilter()
     aggregator = FednFilter()
@@ -18,7 +16,7 @@ class SessionFilterSet(django_filters.FilterSet):
 add_aliases(SessionFilterSet, {"sessionId": "session_id"})
 
 
-class RoundFilterSet(django_filters.FilterSet):
+class RoundFilterSet(FednFilterSet):
     round_id = FednFilter()
     status = FednFilter()
     session_id = FednFilter(field_name="session__session_id")
@@ -31,7 +29,7 @@ class RoundFilterSet(django_filters.FilterSet):
 add_aliases(RoundFilterSet, {"roundId": "round_id", "sessionId": "session_id"})
 
 
-class StatusFilterSet(django_filters.FilterSet):
+class StatusFilterSet(FednFilterSet):
     type = FednFilter()
     status = FednFilter()
     sender_name = FednFilter()
@@ -58,7 +56,7 @@ add_aliases(
 )
 
 
-class ValidationFilterSet(django_filters.FilterSet):
+class ValidationFilterSet(FednFilterSet):
     sender_name = FednFilter()
     sender_role = FednFilter()
     receiver_name = FednFilter()

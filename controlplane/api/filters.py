@@ -5,9 +5,10 @@ In POST /list and /count bodies a value with commas means any-of, as in FEDn.
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import django_filters
+from django import forms
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
@@ -115,8 +116,32 @@ def add_aliases(filterset: type[django_filters.FilterSet], aliases: dict[str, st
 NON_FILTER_PARAMS = frozenset({"format", "limit", "offset", "skip"})
 
 
+class FednFilterSet(django_filters.FilterSet):
+    """A FilterSet whose form class is built once per filterset class, not on every request."""
+
+    _form_classes: ClassVar[dict[type, type[forms.Form]]] = {}
+
+    def get_form_class(self) -> type[forms.Form]:
+        # The form's fields come from the class's declared filters alone, so one class serves all.
+        form_class = self._form_classes.get(type(self))
+        if form_class is None:
+            form_class = self._form_classes[type(self)] = super().get_form_class()
+        return form_class
+
+
 class FednFilterBackend(DjangoFilterBackend):
     """Reads filters from the query string, or from the JSON/form body on POST."""
+
+    def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
+        if not self.filter_values(request):
+            # Nothing to filter by (checked like any filter body): the filterset would change nothing.
+            return queryset
+        return super().filter_queryset(request, queryset, view)
+
+    def filter_values(self, request: Request) -> dict[str, Any]:
+        if request.method == "POST":
+            return body_filters(request)
+        return {name: value for name, value in request.query_params.items() if name not in NON_FILTER_PARAMS}
 
     def get_filterset_kwargs(self, request: Request, queryset: QuerySet, view: Any) -> dict[str, Any]:
         kwargs = super().get_filterset_kwargs(request, queryset, view)
