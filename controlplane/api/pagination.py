@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
-from django.db.models import QuerySet
+from django.db.models import F, OrderBy, Q, QuerySet
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -16,7 +16,9 @@ MAX_PAGE_SIZE = 10_000
 
 
 # Past this many skipped rows, a page's keys are read first (from the sort index alone) and then
-# only its rows: the database steps over index entries for the offset, not over whole rows.
+# only its rows: the database steps over index entries for the offset, not over whole rows. Where
+# such a page and the next one start is kept for COUNT_CACHE_SECONDS, so reading on from there (or
+# the same page again) reads a range of the index instead of stepping over the offset again.
 DEFERRED_JOIN_SKIP = 1_000
 # A count this large is kept for a moment: paging through a large list asks the same count per page,
 # and a total that is a second or two old reads the same there. Smaller counts are always exact.
@@ -67,13 +69,20 @@ def page_window(request: Request) -> tuple[int, int]:
     return min(limit or MAX_PAGE_SIZE, MAX_PAGE_SIZE), skip
 
 
-def count_of(queryset: QuerySet) -> int:
-    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
+def _digest(queryset: QuerySet) -> str | None:
+    """A key naming the queryset's rows and order (None: it can match nothing)."""
     try:
         sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:
+        return None
+    return hashlib.sha256(f"{queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
+
+
+def count_of(queryset: QuerySet) -> int:
+    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
+    digest = _digest(queryset)
+    if digest is None:
         return 0
-    digest = hashlib.sha256(f"{queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
     key = f"fedplane:count:{digest}"
     cached = cache.get(key)
     if cached is not None:
@@ -84,11 +93,63 @@ def count_of(queryset: QuerySet) -> int:
     return count
 
 
+def sort_key(queryset: QuerySet) -> tuple[str, bool] | None:
+    """(field, descending) of a list ordered by one field without NULLs and then the primary key in
+    the same direction, as FednReadViewSet.sort_queryset orders one; None for any other order."""
+    order = queryset.query.order_by
+    if len(order) != 2 or not all(
+        isinstance(item, OrderBy) and isinstance(item.expression, F) for item in order
+    ):
+        return None
+    first, last = order
+    if first.nulls_first or first.nulls_last or last.expression.name != "pk":
+        return None
+    if first.descending != last.descending:
+        return None
+    return first.expression.name, first.descending
+
+
+# Where a deep page starts: the sort key and id of its first row, and whether that row is included.
+Anchor = tuple[Any, Any, bool]
+
+
+def _from_anchor(queryset: QuerySet, field: str, descending: bool, anchor: Anchor) -> QuerySet:
+    """The rows from `anchor` on in the list's order: a range of the sort index, no offset."""
+    value, pk, inclusive = anchor
+    past, up_to = ("lt", "lte") if descending else ("gt", "gte")
+    same_value_pk = f"pk__{up_to}" if inclusive else f"pk__{past}"
+    return queryset.filter(**{f"{field}__{up_to}": value}).filter(
+        Q(**{f"{field}__{past}": value}) | Q(**{field: value, same_value_pk: pk})
+    )
+
+
 def read_page(queryset: QuerySet, skip: int, limit: int) -> list[Any]:
     """Rows skip..skip+limit of an ordered queryset."""
     if skip < DEFERRED_JOIN_SKIP:
         return list(queryset[skip : skip + limit])
-    keys = list(queryset.values_list("pk", flat=True)[skip : skip + limit])
+    sorted_by = sort_key(queryset)
+    digest = _digest(queryset)
+    if sorted_by is None or digest is None:
+        keys = list(queryset.values_list("pk", flat=True)[skip : skip + limit])
+    else:
+        field, descending = sorted_by
+        anchor = cache.get(f"fedplane:page:{digest}:{skip}")
+        if anchor is None:
+            pairs = list(queryset.values_list(field, "pk")[skip : skip + limit])
+        else:
+            pairs = list(_from_anchor(queryset, field, descending, anchor).values_list(field, "pk")[:limit])
+        keys = [pk for _, pk in pairs]
+        if pairs:
+            # Where this page and the next start: paging on (or asking this page again) reads a
+            # range of the index instead of stepping over `skip` entries. Kept as briefly as the
+            # totals, so a page's position is at most COUNT_CACHE_SECONDS old.
+            cache.set_many(
+                {
+                    f"fedplane:page:{digest}:{skip}": (*pairs[0], True),
+                    f"fedplane:page:{digest}:{skip + len(pairs)}": (*pairs[-1], False),
+                },
+                COUNT_CACHE_SECONDS,
+            )
     # The second read keeps the queryset's ordering, joins and prefetches; a row deleted in between
     # is left out, as it would be a moment later anyway.
     return list(queryset.filter(pk__in=keys)) if keys else []

@@ -123,3 +123,25 @@ def test_postgresql_reads_each_filtered_page_in_index_order(
         cursor.execute("RESET enable_seqscan")
     assert "Index" in plan, plan
     assert "Sort Key" not in plan.replace("Presorted Key", ""), plan
+
+
+def test_paging_on_from_a_deep_page_reads_from_where_it_ended(api: Any, statuses: list[int]) -> None:
+    with CaptureQueriesContext(connection) as first:
+        assert page(api, 1_000, 100)[1] == statuses[1_000:1_100]
+    for skip in range(1_100, ROWS + 100, 100):
+        with CaptureQueriesContext(connection) as queries:
+            assert page(api, skip, 100)[1] == statuses[skip : skip + 100]
+        # From where the page before ended: a range of the index, no offset.
+        assert not [q for q in queries.captured_queries if "OFFSET" in q["sql"].upper()]
+    assert [q for q in first.captured_queries if "OFFSET" in q["sql"].upper()]
+
+
+def test_a_deep_pages_position_is_kept_as_briefly_as_the_total(api: Any, statuses: list[int]) -> None:
+    ascending = list(reversed(statuses))
+    assert page(api, 1_500, 50, HTTP_X_SORT_ORDER="asc")[1] == ascending[1_500:1_550]
+    # A row sorting first moves every row one place on. Within the moment the page's position is
+    # kept, the page starts where it did; after it, at the new position.
+    Status.objects.create(sender_name="early", timestamp=START - dt.timedelta(days=1), session_id="s1")
+    assert page(api, 1_500, 50, HTTP_X_SORT_ORDER="asc")[1] == ascending[1_500:1_550]
+    cache.clear()
+    assert page(api, 1_500, 50, HTTP_X_SORT_ORDER="asc")[1] == ascending[1_499:1_549]
