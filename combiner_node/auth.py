@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import jwt
@@ -34,6 +34,8 @@ CLIENT_METHODS = frozenset(
 )
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REQUIRED_CLAIMS = ("exp", "jti")
+# Verified tokens remembered (by their exact header), so a repeated one costs a dict lookup.
+VERIFIED_TOKENS_KEPT = 20_000
 NO_SUBJECT = "Token has no subject (sub): mint it with --subject naming the client or combiner"
 
 
@@ -92,9 +94,11 @@ class Caller:
 class RevocationList:
     """The `jti`s the controller has revoked; replaced whole by each successful fetch."""
 
-    def __init__(self, revoked: Iterable[str] = ()) -> None:
+    def __init__(self, revoked: Iterable[str] = (), on_added: Callable[[], None] | None = None) -> None:
         self._revoked = frozenset(revoked)
         self._lock = threading.Lock()
+        # Called when a fetch adds a `jti`: open task streams look at their token again at once.
+        self._on_added = on_added
 
     def replace(self, revoked: Iterable[str]) -> None:
         revoked = frozenset(revoked)
@@ -103,6 +107,8 @@ class RevocationList:
             self._revoked = revoked
         if added:
             logger.info("revoked tokens updated added=%d total=%d", len(added), len(revoked))
+            if self._on_added is not None:
+                self._on_added()
 
     def __contains__(self, jti: object) -> bool:
         with self._lock:
@@ -143,6 +149,7 @@ class IdentityGuard:
         self.combiner_name = combiner_name
         self.revoked = revoked if revoked is not None else RevocationList()
         self._clock = clock
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def check_call(self, method: str, metadata: Mapping[str, str]) -> Caller:
         """The caller of `method`; raises AuthDenied when the call may not proceed."""
@@ -155,7 +162,7 @@ class IdentityGuard:
                 # FEDn 0.9.5 clients never send their token on insecure channels.
                 return Caller()
             raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token is missing")
-        claims = _decode(settings, header)
+        claims = self._claims(header)
         jti = str(claims["jti"])
         if jti in self.revoked:
             raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token revoked")
@@ -185,8 +192,11 @@ class IdentityGuard:
             )
         return caller
 
-    def caller(self, context: grpc.ServicerContext) -> Caller:
-        """The caller of a call the interceptor already let in, with its certificate's name."""
+    def caller(self, context: grpc.ServicerContext | grpc.aio.ServicerContext) -> Caller:
+        """The caller of a call the interceptor already let in, with its certificate's name.
+
+        Raises AuthDenied; the servicer turns that into the call's status.
+        """
         common_names = context.auth_context().get("x509_common_name") or []
         common_name = common_names[0].decode("utf-8", "replace") if common_names else None
         settings = self.settings
@@ -196,32 +206,41 @@ class IdentityGuard:
             header = metadata.get("authorization")
         if settings is None or not isinstance(header, str):
             return Caller(common_name=common_name)
-        try:
-            claims = _decode(settings, header)
-        except AuthDenied as denied:
-            _abort(context, denied)
-        return _caller_from(claims, common_name)
+        return _caller_from(self._claims(header), common_name)
 
-    def require_sender(self, context: grpc.ServicerContext, sender: str) -> Caller:
-        """Aborts with PERMISSION_DENIED unless the caller's token and certificate name `sender`."""
+    def require_sender(self, context: grpc.ServicerContext | grpc.aio.ServicerContext, sender: str) -> Caller:
+        """The caller, once its token and certificate are shown to name `sender` (else AuthDenied)."""
         caller = self.caller(context)
         if caller.role == "client" and caller.subject is not None and caller.subject != sender:
-            _abort(
-                context,
-                AuthDenied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"Token speaks for client {caller.subject!r}, not {sender!r}",
-                ),
+            raise _denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Token speaks for client {caller.subject!r}, not {sender!r}",
             )
         if caller.common_name is not None and caller.common_name != sender:
-            _abort(
-                context,
-                AuthDenied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"Certificate speaks for {caller.common_name!r}, not {sender!r}",
-                ),
+            raise _denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Certificate speaks for {caller.common_name!r}, not {sender!r}",
             )
         return caller
+
+    def _claims(self, header: str) -> dict[str, Any]:
+        """The verified claims of `header`; a token seen before is not verified again, only its `exp`.
+
+        A heartbeat every few seconds from thousands of clients would otherwise spend a signature
+        check per call, twice (interceptor and servicer).
+        """
+        settings = self.settings
+        assert settings is not None
+        claims = self._verified.get(header)
+        if claims is None:
+            claims = _decode(settings, header)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._verified.clear()
+            self._verified[header] = claims
+        elif float(claims["exp"]) <= self._clock():
+            self._verified.pop(header, None)
+            raise AuthDenied(grpc.StatusCode.UNAUTHENTICATED, "Token expired")
+        return claims
 
     def still_valid(self, caller: Caller) -> AuthDenied | None:
         """Why a long-lived call's token no longer holds (revoked or expired since it began)."""
@@ -244,15 +263,14 @@ def _caller_from(claims: dict[str, Any], common_name: str | None = None) -> Call
     )
 
 
-def _abort(context: grpc.ServicerContext, denied: AuthDenied) -> NoReturn:
-    logger.info("grpc call refused code=%s reason=%s", denied.code.name, denied.details)
-    context.abort(denied.code, denied.details)
-    raise AssertionError("context.abort returned")  # abort always raises
+def _denied(code: grpc.StatusCode, details: str) -> AuthDenied:
+    logger.info("grpc call refused code=%s reason=%s", code.name, details)
+    return AuthDenied(code, details)
 
 
 def _abort_handler(handler: grpc.RpcMethodHandler | None, denied: AuthDenied) -> grpc.RpcMethodHandler:
-    def abort(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(denied.code, denied.details)
+    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(denied.code, denied.details)
 
     # The refusal must have the same streaming shape as the method it replaces.
     if handler is None or (not handler.request_streaming and not handler.response_streaming):
@@ -264,13 +282,13 @@ def _abort_handler(handler: grpc.RpcMethodHandler | None, denied: AuthDenied) ->
     return grpc.unary_stream_rpc_method_handler(abort)
 
 
-class JWTInterceptor(grpc.ServerInterceptor):
+class JWTInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, guard: IdentityGuard) -> None:
         self.guard = guard
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
@@ -281,5 +299,5 @@ class JWTInterceptor(grpc.ServerInterceptor):
             logger.info(
                 "grpc call refused method=%s code=%s reason=%s", method, denied.code.name, denied.details
             )
-            return _abort_handler(continuation(handler_call_details), denied)
-        return continuation(handler_call_details)
+            return _abort_handler(await continuation(handler_call_details), denied)
+        return await continuation(handler_call_details)

@@ -240,6 +240,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                     "fqdn": None,
                     "port": node.port,
                     "secure_grpc": settings.tls is not None,
+                    # The controller sends new clients elsewhere once this combiner is full.
+                    "max_clients": settings.max_clients,
                 },
                 token=settings.token,
                 auth_scheme=settings.auth_scheme,

@@ -7,7 +7,9 @@ next (docs/combiner-controller.md).
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -18,16 +20,28 @@ from fedplane.proto import fedn_pb2
 
 
 class TaskQueue:
-    """A client's pending TaskRequests; unlike queue.Queue it can drop a finished round's tasks."""
+    """A client's pending TaskRequests; unlike queue.Queue it can drop a finished round's tasks.
+
+    Rounds put from their thread; task streams take with `next_task`, a coroutine on the gRPC loop,
+    woken through that loop (`get` is the blocking form, for threads).
+    """
 
     def __init__(self) -> None:
         self._items: collections.deque[fedn_pb2.TaskRequest] = collections.deque()
         self._ready = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def _notify(self) -> None:
+        """Wake every waiter; called with the lock held."""
+        self._ready.notify_all()
+        for loop, event in self._waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: its server stopped
+                loop.call_soon_threadsafe(event.set)
 
     def put(self, task: fedn_pb2.TaskRequest) -> None:
         with self._ready:
             self._items.append(task)
-            self._ready.notify()
+            self._notify()
 
     def get(self, timeout: float) -> fedn_pb2.TaskRequest | None:
         with self._ready:
@@ -35,10 +49,26 @@ class TaskQueue:
                 self._ready.wait(timeout)
             return self._items.popleft() if self._items else None
 
-    def wake(self) -> None:
-        """Release a waiting get() early (stream closed or server stopping)."""
+    async def next_task(self, timeout: float) -> fedn_pb2.TaskRequest | None:
+        """The next task, waiting at most `timeout` s; None when none came or on `wake`."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
         with self._ready:
-            self._ready.notify_all()
+            if self._items:
+                return self._items.popleft()
+            self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter[1].wait(), timeout)
+        finally:
+            with self._ready:
+                self._waiters.remove(waiter)
+        with self._ready:
+            return self._items.popleft() if self._items else None
+
+    def wake(self) -> None:
+        """Release waiting takers early (stream closed, credentials revoked or server stopping)."""
+        with self._ready:
+            self._notify()
 
     def discard(self, correlation_ids: set[str]) -> int:
         with self._ready:
@@ -63,6 +93,8 @@ class ClientState:
     last_seen: float
     last_seen_at: datetime
     reported_online: bool = False
+    # Open task streams: a client holding one is online whatever its last heartbeat.
+    open_streams: int = 0
     tasks: TaskQueue = field(default_factory=TaskQueue)
 
 
@@ -89,6 +121,7 @@ class ClientRegistry:
         self._clock = clock
         self._clients: dict[str, ClientState] = {}
         self._lock = threading.Lock()
+        self._streaming = 0  # clients with at least one open task stream
 
     def touch(self, name: str) -> ClientState:
         now = self._clock()
@@ -103,7 +136,45 @@ class ClientRegistry:
             return state
 
     def _is_online(self, state: ClientState, now: float) -> bool:
-        return now - state.last_seen <= self.online_window
+        return state.open_streams > 0 or now - state.last_seen <= self.online_window
+
+    def open_stream(self, name: str, capacity: int | None = None) -> ClientState | None:
+        """Count a task stream opened by `name`; None (nothing counted) when `capacity` clients
+        other than `name` already hold one."""
+        now = self._clock()
+        with self._lock:
+            state = self._clients.get(name)
+            if state is None:
+                if capacity is not None and self._streaming >= capacity:
+                    return None
+                state = ClientState(name=name, last_seen=now, last_seen_at=datetime.now(UTC))
+                self._clients[name] = state
+            elif state.open_streams == 0 and capacity is not None and self._streaming >= capacity:
+                return None
+            if state.open_streams == 0:
+                self._streaming += 1
+            state.open_streams += 1
+            state.last_seen = now
+            state.last_seen_at = datetime.now(UTC)
+            return state
+
+    def close_stream(self, name: str) -> None:
+        """A task stream of `name` ended: online for the online window from now, as after a heartbeat."""
+        now = self._clock()
+        with self._lock:
+            state = self._clients.get(name)
+            if state is None or state.open_streams == 0:
+                return
+            state.open_streams -= 1
+            if state.open_streams == 0:
+                self._streaming -= 1
+            state.last_seen = now
+            state.last_seen_at = datetime.now(UTC)
+
+    def streaming_count(self) -> int:
+        """Clients holding an open task stream: the load that counts against capacity."""
+        with self._lock:
+            return self._streaming
 
     def is_online(self, name: str) -> bool:
         with self._lock:
@@ -139,15 +210,21 @@ class ClientRegistry:
             state = self._clients.get(name)
             if state is not None:
                 state.last_seen = self._clock() - self.online_window - 1
+                if state.open_streams:
+                    state.open_streams = 0
+                    self._streaming -= 1
 
     def snapshot(self) -> list[ClientTransition]:
         """Every online client, then those offline for less than OFFLINE_REPORT_SECONDS, by name."""
         now = self._clock()
+        now_at = datetime.now(UTC)
         entries: list[ClientTransition] = []
         with self._lock:
             for name in sorted(self._clients):
                 state = self._clients[name]
-                if self._is_online(state, now):
+                if state.open_streams:
+                    entries.append(ClientTransition(name, "online", now_at))
+                elif self._is_online(state, now):
                     entries.append(ClientTransition(name, "online", state.last_seen_at))
                 elif now - state.last_seen <= self.online_window + OFFLINE_REPORT_SECONDS:
                     entries.append(ClientTransition(name, "offline", state.last_seen_at))

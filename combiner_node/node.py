@@ -10,15 +10,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
 from combiner_node.auth import AuthSettings, IdentityGuard, JWTInterceptor, RevocationList
 from combiner_node.clients import ClientRegistry, snapshot_body
 from combiner_node.modelfiles import GIB, MIB, ModelFiles, UploadLimits
 from combiner_node.reporter import ControllerReporter
 from combiner_node.revocations import POLL_SECONDS, RevocationPoller
 from combiner_node.rounds import AggregatorFactory, RoundHandler, default_aggregator_factory
-from combiner_node.server import Servicers, TlsConfig, create_server
+from combiner_node.server import LoopServer, Servicers, TlsConfig
 from combiner_node.servicers import (
     CombinerServicer,
     ConnectorServicer,
@@ -83,7 +81,7 @@ class CombinerNode:
                 disk_reserve_bytes=settings.disk_reserve_bytes,
             ),
         )
-        self.revoked = RevocationList()
+        self.revoked = RevocationList(on_added=self.registry.wake_all)
         self.guard = IdentityGuard(settings.auth, combiner_name=settings.name, revoked=self.revoked)
         self._revocations: RevocationPoller | None = None
         if settings.auth is not None and settings.controller_url:
@@ -119,16 +117,17 @@ class CombinerNode:
                 reporter=self.reporter,
                 stopping=self.stopping,
                 guard=self.guard,
+                max_clients=settings.max_clients,
             ),
             model_service=ModelServiceServicer(files=self.files, rounds=self.rounds, guard=self.guard),
             control=ControlServicer(rounds=self.rounds),
             reducer=ReducerServicer(),
         )
         interceptors = [JWTInterceptor(self.guard)] if settings.auth else []
-        self.server: grpc.Server
-        self.server, self.port, self._health = create_server(
+        self.server = LoopServer(
             f"{settings.bind}:{settings.port}", servicers, interceptors=interceptors, tls=settings.tls
         )
+        self.port = self.server.port
         self._monitor = threading.Thread(target=self._watch_clients, name="client-monitor", daemon=True)
 
     def start(self) -> None:
@@ -145,10 +144,10 @@ class CombinerNode:
         if self.stopping.is_set():
             return
         self.stopping.set()
-        self._health.enter_graceful_shutdown()
+        self.server.enter_graceful_shutdown()
         self.registry.wake_all()
         self.rounds.shutdown(timeout=grace)
-        self.server.stop(grace).wait(grace + 1)
+        self.server.stop(grace)
         if self._monitor.is_alive():
             self._monitor.join(timeout=PRESENCE_CHECK_SECONDS * 4)
         # Leaving: an empty online set, so the controller takes this combiner's clients offline now.

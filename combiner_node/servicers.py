@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import grpc
 
-from combiner_node.auth import IdentityGuard
+from combiner_node.auth import AuthDenied, Caller, IdentityGuard
 from combiner_node.clients import ClientRegistry
 from combiner_node.messages import combiner_status, to_report
 from combiner_node.modelfiles import InvalidModelId, ModelFiles, UploadNotWanted, UploadTooLarge
@@ -22,20 +23,43 @@ from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 logger = logging.getLogger(__name__)
 
 CLIENT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
-TASK_POLL_SECONDS = 1.0
+# A task stream with nothing to send looks again this often at its credentials; a revocation or a
+# task wakes it at once, and a token's expiry bounds the wait.
+TASK_WAIT_SECONDS = 5.0
+
+Context = grpc.ServicerContext | grpc.aio.ServicerContext
 
 
-def _client_name(sender: fedn_pb2.Client, context: grpc.ServicerContext) -> str:
+def _checked_name(sender: fedn_pb2.Client) -> str:
     if not CLIENT_NAME.match(sender.name):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid client name {sender.name!r}")
+        raise AuthDenied(grpc.StatusCode.INVALID_ARGUMENT, f"invalid client name {sender.name!r}")
     return sender.name
 
 
-def _sender(guard: IdentityGuard, sender: fedn_pb2.Client, context: grpc.ServicerContext) -> str:
-    """The message's sender name, once the caller's token and certificate are shown to be its."""
-    name = _client_name(sender, context)
-    guard.require_sender(context, name)
-    return name
+async def _sender(guard: IdentityGuard, sender: fedn_pb2.Client, context: grpc.aio.ServicerContext) -> Caller:
+    """The caller, once its token and certificate are shown to be the message's sender's."""
+    try:
+        return guard.require_sender(context, _checked_name(sender))
+    except AuthDenied as denied:
+        await context.abort(denied.code, denied.details)
+        raise
+
+
+def _sender_sync(guard: IdentityGuard, sender: fedn_pb2.Client, context: grpc.ServicerContext) -> Caller:
+    """`_sender` for the calls served on threads."""
+    try:
+        return guard.require_sender(context, _checked_name(sender))
+    except AuthDenied as denied:
+        context.abort(denied.code, denied.details)
+        raise
+
+
+def _caller_sync(guard: IdentityGuard, context: grpc.ServicerContext) -> Caller:
+    try:
+        return guard.caller(context)
+    except AuthDenied as denied:
+        context.abort(denied.code, denied.details)
+        raise
 
 
 class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
@@ -54,25 +78,30 @@ class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
         self.max_clients = max_clients
         self.guard = guard
 
-    def SendStatus(self, request: fedn_pb2.Status, context: grpc.ServicerContext) -> fedn_pb2.Response:
-        _sender(self.guard, request.sender, context)
+    async def SendStatus(
+        self, request: fedn_pb2.Status, context: grpc.aio.ServicerContext
+    ) -> fedn_pb2.Response:
+        await _sender(self.guard, request.sender, context)
         self.reporter.post("/api/v1/statuses/", to_report(request))
         return fedn_pb2.Response(sender=self.identity, response="Status received.")
 
-    def ListActiveClients(
-        self, request: fedn_pb2.ListClientsRequest, context: grpc.ServicerContext
+    async def ListActiveClients(
+        self, request: fedn_pb2.ListClientsRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ClientList:
         clients = [fedn_pb2.Client(name=name, role=fedn_pb2.WORKER) for name in self.registry.online_names()]
         return fedn_pb2.ClientList(client=clients)
 
-    def AcceptingClients(
-        self, request: fedn_pb2.ConnectionRequest, context: grpc.ServicerContext
+    async def AcceptingClients(
+        self, request: fedn_pb2.ConnectionRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ConnectionResponse:
         accepting = len(self.registry.online_names()) < self.max_clients
         return fedn_pb2.ConnectionResponse(status=fedn_pb2.ACCEPTING if accepting else fedn_pb2.NOT_ACCEPTING)
 
-    def SendHeartbeat(self, request: fedn_pb2.Heartbeat, context: grpc.ServicerContext) -> fedn_pb2.Response:
-        self.registry.touch(_sender(self.guard, request.sender, context))
+    async def SendHeartbeat(
+        self, request: fedn_pb2.Heartbeat, context: grpc.aio.ServicerContext
+    ) -> fedn_pb2.Response:
+        await _sender(self.guard, request.sender, context)
+        self.registry.touch(request.sender.name)
         return fedn_pb2.Response(sender=self.identity, response="Heartbeat received")
 
 
@@ -86,6 +115,7 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
         reporter: ControllerReporter,
         stopping: threading.Event,
         guard: IdentityGuard,
+        max_clients: int,
     ) -> None:
         self.guard = guard
         self.name = name
@@ -94,36 +124,52 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
         self.rounds = rounds
         self.reporter = reporter
         self.stopping = stopping
+        self.max_clients = max_clients
 
-    def TaskStream(
-        self, request: fedn_pb2.ClientAvailableMessage, context: grpc.ServicerContext
-    ) -> Iterator[fedn_pb2.TaskRequest]:
-        client = _client_name(request.sender, context)
-        caller = self.guard.require_sender(context, client)
-        tasks = self.registry.touch(client).tasks
-        context.add_callback(tasks.wake)
+    async def TaskStream(
+        self, request: fedn_pb2.ClientAvailableMessage, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[fedn_pb2.TaskRequest]:
+        caller = await _sender(self.guard, request.sender, context)
+        client = request.sender.name
+        state = self.registry.open_stream(client, capacity=self.max_clients)
+        if state is None:
+            logger.info("task stream refused client=%s reason=full max_clients=%d", client, self.max_clients)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Combiner {self.name} is full: {self.max_clients} clients connected (max_clients). "
+                "Ask the controller for another combiner (/add_client).",
+            )
+        tasks = state.tasks
         text = f"Client {client} connecting to TaskStream."
         logger.info("%s", text)
         self.reporter.post("/api/v1/statuses/", combiner_status(self.name, text))
-        while context.is_active() and not self.stopping.is_set():
-            lapsed = self.guard.still_valid(caller)
-            if lapsed is not None:
-                logger.info("task stream closed client=%s reason=%s", client, lapsed.details)
+        lapsed: AuthDenied | None = None
+        try:
+            while not self.stopping.is_set():
+                lapsed = self.guard.still_valid(caller)
+                if lapsed is not None:
+                    break
+                wait = TASK_WAIT_SECONDS
+                if caller.expires_at is not None:
+                    wait = max(0.0, min(wait, caller.expires_at - time.time()))
+                task = await tasks.next_task(timeout=wait)
+                if task is not None:
+                    yield task
+        finally:
+            self.registry.close_stream(client)
+            if lapsed is not None or self.guard.still_valid(caller) is not None:
+                # Refused credentials: offline now, also when the client hung up after a heartbeat
+                # of it was refused.
                 self.registry.mark_offline(client)
-                context.abort(lapsed.code, lapsed.details)
-            # An open stream counts as a sign of life, like a heartbeat.
-            self.registry.touch(client)
-            task = tasks.get(timeout=TASK_POLL_SECONDS)
-            if task is not None:
-                yield task
-        if self.guard.still_valid(caller) is not None:
-            # The client hung up after its token was refused elsewhere (a heartbeat, say).
-            self.registry.mark_offline(client)
+        if lapsed is not None:
+            logger.info("task stream closed client=%s reason=%s", client, lapsed.details)
+            await context.abort(lapsed.code, lapsed.details)
 
     def SendModelUpdate(
         self, request: fedn_pb2.ModelUpdate, context: grpc.ServicerContext
     ) -> fedn_pb2.Response:
-        caller = self.guard.require_sender(context, _client_name(request.sender, context))
+        # On a thread: the update is read and folded here.
+        caller = _sender_sync(self.guard, request.sender, context)
         uploader = caller.name or ""
         try:
             text = self.rounds.on_model_update(request, uploader)
@@ -131,10 +177,10 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
             context.abort(rejected.code, rejected.message)
         return fedn_pb2.Response(sender=self.identity, response=text)
 
-    def SendModelValidation(
-        self, request: fedn_pb2.ModelValidation, context: grpc.ServicerContext
+    async def SendModelValidation(
+        self, request: fedn_pb2.ModelValidation, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.Response:
-        _sender(self.guard, request.sender, context)
+        await _sender(self.guard, request.sender, context)
         self.reporter.post("/api/v1/validations/", to_report(request))
         return fedn_pb2.Response(sender=self.identity, response="Validation received.")
 
@@ -154,7 +200,7 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
         self.guard = guard
 
     def Download(self, request: fedn_pb2.ModelRequest, context: grpc.ServicerContext) -> Iterator[bytes]:
-        client = self.guard.caller(context).name
+        client = _caller_sync(self.guard, context).name
         if client is not None and not self.rounds.may_download(client, request.id):
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -184,7 +230,7 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
         except MalformedMessage as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ModelRequest: {exc}")
         model_id = first.model_id
-        client = self.guard.caller(context).name
+        client = _caller_sync(self.guard, context).name
         quota = self.rounds.upload_quota(client)
 
         def chunks() -> Iterator[memoryview]:
@@ -226,7 +272,9 @@ class ModelServiceServicer(fedn_pb2_grpc.ModelServiceServicer):
         return fedn_pb2.ModelResponse(id=model_id, status=fedn_pb2.OK, message="Got model successfully.")
 
 
-def add_model_service(servicer: fedn_pb2_grpc.ModelServiceServicer, server: grpc.Server) -> None:
+def add_model_service(
+    servicer: fedn_pb2_grpc.ModelServiceServicer, server: grpc.Server | grpc.aio.Server
+) -> None:
     """Register ModelService with its chunk messages passed through in wire form: requests to
     Upload arrive as bytes, Download's chunks leave as bytes."""
     handlers = {
@@ -244,33 +292,33 @@ class ControlServicer(fedn_pb2_grpc.ControlServicer):
     def __init__(self, *, rounds: RoundHandler) -> None:
         self.rounds = rounds
 
-    def Start(
-        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    async def Start(
+        self, request: fedn_pb2.ControlRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ControlResponse:
         params = {parameter.key: parameter.value for parameter in request.parameter}
         try:
             config = parse_round_config(params)
         except RoundConfigError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad round config: {exc}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad round config: {exc}")
         job_id = self.rounds.submit(config)
         return fedn_pb2.ControlResponse(
             message="Success", parameter=[fedn_pb2.Parameter(key="job_id", value=job_id)]
         )
 
-    def Stop(
-        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    async def Stop(
+        self, request: fedn_pb2.ControlRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ControlResponse:
         stopped = self.rounds.stop_current("stopped")
         return fedn_pb2.ControlResponse(message="Success" if stopped else "Idle")
 
-    def FlushAggregationQueue(
-        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    async def FlushAggregationQueue(
+        self, request: fedn_pb2.ControlRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ControlResponse:
         # Updates are never queued across rounds here, so there is nothing to flush.
         return fedn_pb2.ControlResponse(message="Success")
 
-    def SetAggregator(
-        self, request: fedn_pb2.ControlRequest, context: grpc.ServicerContext
+    async def SetAggregator(
+        self, request: fedn_pb2.ControlRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ControlResponse:
         params = {parameter.key: parameter.value for parameter in request.parameter}
         accepted = self.rounds.set_aggregator(params.get("aggregator", ""))

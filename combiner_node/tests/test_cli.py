@@ -54,6 +54,7 @@ def test_registers_serves_and_stops_on_sigterm(controller: FakeController, tmp_p
             "fqdn": None,
             "port": port,
             "secure_grpc": False,
+            "max_clients": 30,
         }
         assert controller.requests[0][2]["Authorization"] == "Bearer tok"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
