@@ -1,5 +1,6 @@
 """Client registry and assignment to combiners (least-packed)."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -17,13 +18,25 @@ class AssignmentError(DomainError):
     """The client cannot be assigned; FEDn clients stop on this (HTTP 400)."""
 
 
+# A client assigned this recently that its combiner has not reported yet is on its way there: it
+# takes a place, so a burst of registrations does not overfill a combiner that refuses the excess.
+ARRIVING_SECONDS = 60
+
+
 def combiners_by_load() -> list[Combiner]:
-    """Combiners with room, least online clients first (then fewest assigned, then oldest)."""
+    """Combiners with room, fewest places taken first (then fewest assigned, then oldest).
+
+    A place is taken by an online client or an arriving one (assigned in the last ARRIVING_SECONDS,
+    still `available`); a combiner is full at its max_clients, the capacity it registered with.
+    """
+    arriving_since = timezone.now() - timedelta(seconds=ARRIVING_SECONDS)
+    taken = Q(clients__status=ClientStatus.ONLINE) | Q(
+        clients__status=ClientStatus.AVAILABLE, clients__last_seen__gte=arriving_since
+    )
     combiners = Combiner.objects.annotate(
-        online=Count("clients", filter=Q(clients__status=ClientStatus.ONLINE)),
-        assigned=Count("clients"),
-    ).order_by("online", "assigned", "created_at", "pk")
-    return [combiner for combiner in combiners if combiner.online < combiner.max_clients]
+        taken=Count("clients", filter=taken), assigned=Count("clients")
+    ).order_by("taken", "assigned", "created_at", "pk")
+    return [combiner for combiner in combiners if combiner.taken < combiner.max_clients]
 
 
 def select_combiner(preferred: str | None) -> Combiner:
