@@ -243,8 +243,12 @@ class ModelFiles:
         evicted: list[str] = []
         with self._lock:
             uploads = self._uploads.setdefault(owner, collections.OrderedDict())
-            uploads[model_id] = None
-            self._owners[model_id] = owner
+            # Uploads side by side each passed the check above: a nameless caller never makes room
+            # by evicting another's upload from the shared pool; its own is refused instead.
+            refused = owner == "" and quota is not None and len(uploads) >= quota
+            if not refused:
+                uploads[model_id] = None
+                self._owners[model_id] = owner
             while quota is not None and len(uploads) > quota:
                 old, _ = uploads.popitem(last=False)
                 self._owners.pop(old, None)
@@ -252,6 +256,9 @@ class ModelFiles:
         for old in evicted:
             with contextlib.suppress(FileNotFoundError, InvalidModelId):
                 self.update_path(old).unlink()
+        if refused:
+            path.unlink(missing_ok=True)
+            raise UploadNotWanted(f"{quota} model updates are already waiting for their tasks")
         return path
 
     def _disk_full(self, model_id: str, received: int) -> DiskFull:
@@ -265,6 +272,17 @@ class ModelFiles:
         """Who uploaded an update still on disk ("" for a caller without an identity)."""
         with self._lock:
             return self._owners.get(model_update_id)
+
+    def claim_update(self, model_update_id: str) -> None:
+        """The update's task took it: it no longer waits for one, so it leaves its uploader's
+        quota (the file stays until `discard_update`, and so does its owner)."""
+        with self._lock:
+            owner = self._owners.get(model_update_id)
+            uploads = self._uploads.get(owner) if owner is not None else None
+            if uploads is not None:
+                uploads.pop(model_update_id, None)
+                if not uploads:
+                    del self._uploads[owner]
 
     def pending_uploads(self, owner: str) -> int:
         with self._lock:

@@ -257,6 +257,10 @@ class RoundHandler:
             with self._lock:
                 current = self._current
                 refusal = self._claim(current, update)
+                if refusal is None:
+                    # The file is the round's now: it no longer counts against the uploader's
+                    # quota, which the outstanding tasks set (taken in the same step).
+                    self.files.claim_update(update.model_update_id)
             if refusal is not None:
                 return self._refuse(update, refusal)
             assert current is not None

@@ -379,3 +379,109 @@ def test_an_update_folding_while_the_last_is_claimed_is_still_counted(make_node,
     assert report["status"] == "Success" and sorted(report["participants"]) == ["alice", "bob"]
     alice.close()
     bob.close()
+
+
+def test_a_tokenless_client_may_upload_while_earlier_updates_still_fold(
+    make_node, controller, store, tmp_path
+):
+    """Tokenless clients share one upload quota. Updates already claimed by their tasks and still
+    folding (or waiting for the fold lock) are the round's, not uploads waiting for a task: they
+    must not use up the quota of the clients whose tasks are still outstanding, or the last
+    client's upload is refused and the round waits for it until its timeout."""
+    import threading
+
+    from combiner_node.rounds import default_aggregator_factory
+
+    first_fold_started = threading.Event()
+    release_first_fold = threading.Event()
+
+    class SlowFirstFold:
+        def __init__(self, inner):
+            self.inner = inner
+            self.folds = 0
+
+        def start_round(self, path):
+            self.inner.start_round(path)
+
+        def add(self, path, num_examples):
+            self.folds += 1
+            if self.folds == 1:
+                first_fold_started.set()
+                release_first_fold.wait(10)
+            self.inner.add(path, num_examples)
+
+        @property
+        def count(self):
+            return self.inner.count
+
+        def finish(self, out_path):
+            self.inner.finish(out_path)
+
+    node = make_node(
+        aggregator_factory=lambda name, kwargs, workdir: SlowFirstFold(
+            default_aggregator_factory(name, kwargs, workdir)
+        )
+    )
+    model_id = seed_model(store, tmp_path)
+    names = ("alice", "bob", "carol")
+    clients = {name: TestClient(node.port, name) for name in names}
+    for client in clients.values():
+        client.heartbeat()
+        client.open_stream()
+    start(node.port, **round_config(model_id, round_timeout=30))
+    tasks = {name: client.next_task() for name, client in clients.items()}
+    answers: dict[str, str] = {}
+
+    def send(name: str, value: float) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: answers.__setitem__(
+                name, clients[name].send_update(tasks[name], layers(value), 1, tmp_path).response
+            )
+        )
+        thread.start()
+        return thread
+
+    senders = [send("alice", 1.0)]
+    try:
+        assert first_fold_started.wait(10)
+        senders.append(send("bob", 2.0))  # claimed, waits for the fold lock with its file on disk
+        wait_for(lambda: set(node.rounds._current.outstanding.values()) == {"carol"})
+        # Carol's task is the only one outstanding; two claimed updates are still on disk. Her
+        # upload is taken (her update would wait for the fold lock, so it goes after the release).
+        senders.append(send("carol", 3.0))
+        wait_for(lambda: not node.rounds._current.outstanding)
+    finally:
+        release_first_fold.set()
+    for thread in senders:
+        thread.join(10)
+    assert answers == dict.fromkeys(names, "Model update accepted.")
+    report = report_of(controller)
+    assert report["status"] == "Success" and sorted(report["participants"]) == list(names)
+    assert list(node.files.updates_dir.iterdir()) == []
+    for client in clients.values():
+        client.close()
+
+
+def test_a_nameless_upload_over_the_shared_quota_is_refused_not_another_evicted(tmp_path):
+    """Two nameless uploads side by side both pass the quota check before either is kept: the
+    one that finishes over the quota is refused; the other caller's upload stays."""
+    from combiner_node.modelfiles import ModelFiles, UploadNotWanted
+
+    files = ModelFiles(tmp_path / "work")
+    refused: list[Exception] = []
+
+    def first_chunks():
+        yield b"first"
+        # The second upload runs whole while the first is still arriving.
+        files.receive_upload("second", iter([b"second"]), owner="", quota=1)
+        yield b"-rest"
+
+    try:
+        files.receive_upload("first", first_chunks(), owner="", quota=1)
+    except UploadNotWanted as exc:
+        refused.append(exc)
+    assert len(refused) == 1
+    assert files.update_path("second").read_bytes() == b"second"
+    assert files.upload_owner("second") == ""
+    assert not files.update_path("first").exists()
+    assert files.pending_uploads("") == 1
