@@ -19,6 +19,11 @@ from datetime import UTC, datetime
 from fedplane.proto import fedn_pb2
 
 
+def _resolve(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
 class TaskQueue:
     """A client's pending TaskRequests; unlike queue.Queue it can drop a finished round's tasks.
 
@@ -29,14 +34,14 @@ class TaskQueue:
     def __init__(self) -> None:
         self._items: collections.deque[fedn_pb2.TaskRequest] = collections.deque()
         self._ready = threading.Condition()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def _notify(self) -> None:
         """Wake every waiter; called with the lock held."""
         self._ready.notify_all()
-        for loop, event in self._waiters:
+        for loop, woken in self._waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed: its server stopped
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(_resolve, woken)
 
     def put(self, task: fedn_pb2.TaskRequest) -> None:
         with self._ready:
@@ -51,15 +56,20 @@ class TaskQueue:
 
     async def next_task(self, timeout: float) -> fedn_pb2.TaskRequest | None:
         """The next task, waiting at most `timeout` s; None when none came or on `wake`."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        loop = asyncio.get_running_loop()
+        # A bare future and a timer: thousands of streams wait here, and asyncio.wait_for would
+        # cost each wait a task of its own.
+        woken: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, woken)
         with self._ready:
             if self._items:
                 return self._items.popleft()
             self._waiters.append(waiter)
+        timer = loop.call_later(timeout, _resolve, woken)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter[1].wait(), timeout)
+            await woken
         finally:
+            timer.cancel()
             with self._ready:
                 self._waiters.remove(waiter)
         with self._ready:

@@ -23,9 +23,10 @@ from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 logger = logging.getLogger(__name__)
 
 CLIENT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
-# A task stream with nothing to send looks again this often at its credentials; a revocation or a
-# task wakes it at once, and a token's expiry bounds the wait.
-TASK_WAIT_SECONDS = 5.0
+# A task stream with nothing to send looks again this often at its credentials and the stop flag;
+# a task, a revocation or the node stopping wakes it at once, and a token's expiry bounds the wait.
+# Long, since thousands of idle streams each wake this often.
+TASK_WAIT_SECONDS = 60.0
 
 Context = grpc.ServicerContext | grpc.aio.ServicerContext
 
