@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from combiner_node.modelfiles import InvalidModelId, check_model_id
+from fedplane.privacy import DpConfig
 
 TASKS = ("training", "validation")
 TRUE_WORDS = {"true", "1", "yes", "on"}
@@ -34,6 +35,8 @@ class RoundConfig:
     delete_models_storage: bool = True
     validate: bool = True
     helper_type: str = "numpyhelper"
+    # Central differential privacy of the session's aggregation (a fedplane extension).
+    dp: DpConfig | None = None
     raw: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,8 +85,8 @@ def _bool(params: Mapping[str, str], key: str, default: bool) -> bool:
     raise RoundConfigError(f"{key} must be True or False, got {text!r}")
 
 
-def parse_aggregator_kwargs(text: str | None) -> dict[str, Any]:
-    """FEDn sends `str(dict)`; JSON is accepted too. Only literals are evaluated, never code."""
+def _dict_literal(key: str, text: str | None) -> dict[str, Any]:
+    """A dict sent as FEDn's `str(dict)` or as JSON. Only literals are evaluated, never code."""
     if text is None or text.strip() in ("", "None", "null", "{}"):
         return {}
     try:
@@ -92,12 +95,28 @@ def parse_aggregator_kwargs(text: str | None) -> dict[str, Any]:
         try:
             value = json.loads(text)
         except ValueError as exc:
-            raise RoundConfigError(f"aggregator_kwargs is not a dict literal: {text[:100]!r}") from exc
+            raise RoundConfigError(f"{key} is not a dict literal: {text[:100]!r}") from exc
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise RoundConfigError("aggregator_kwargs must be a dict with string keys")
+    if not isinstance(value, dict) or not all(isinstance(name, str) for name in value):
+        raise RoundConfigError(f"{key} must be a dict with string keys")
     return value
+
+
+def parse_aggregator_kwargs(text: str | None) -> dict[str, Any]:
+    """FEDn sends `str(dict)`; JSON is accepted too."""
+    return _dict_literal("aggregator_kwargs", text)
+
+
+def parse_dp(text: str | None) -> DpConfig | None:
+    """The session's differential privacy settings (`dp`), or None when it has none."""
+    params = _dict_literal("dp", text)
+    if not params:
+        return None
+    try:
+        return DpConfig.from_params(params)
+    except (TypeError, ValueError) as exc:
+        raise RoundConfigError(f"dp: {exc}") from exc
 
 
 def parse_round_config(params: Mapping[str, str]) -> RoundConfig:
@@ -132,5 +151,6 @@ def parse_round_config(params: Mapping[str, str]) -> RoundConfig:
         delete_models_storage=_bool(params, "delete_models_storage", True),
         validate=_bool(params, "validate", True),
         helper_type=params.get("helper_type", "numpyhelper") or "numpyhelper",
+        dp=parse_dp(params.get("dp")),
         raw=dict(params),
     )

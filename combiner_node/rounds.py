@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from combiner_node import privacy
 from combiner_node.clients import ClientRegistry
 from combiner_node.messages import combiner_status
 from combiner_node.modelfiles import InvalidModelId, ModelFiles
@@ -402,12 +403,18 @@ class RoundHandler:
         return random.sample(online, min(wanted, self.max_clients, len(online)))
 
     def _aggregator_for(self, config: RoundConfig) -> Aggregator:
-        key = (config.session_id, config.aggregator, repr(sorted(config.aggregator_kwargs.items())))
+        key = (
+            config.session_id,
+            config.aggregator,
+            repr(sorted(config.aggregator_kwargs.items())) + privacy.aggregator_key(config),
+        )
         with self._lock:
             if self._session_aggregator is not None and self._session_aggregator[0] == key:
                 return self._session_aggregator[1]
         try:
-            aggregator = self._aggregator_factory(
+            aggregator = privacy.dp_aggregator(
+                config, self._scratch / "aggregator"
+            ) or self._aggregator_factory(
                 config.aggregator, config.aggregator_kwargs or None, self._scratch / "aggregator"
             )
         except ValueError as exc:
@@ -579,7 +586,8 @@ class RoundHandler:
                     nr_required_updates=current.buffer_target if current else 0,
                     timeout=config.round_timeout,
                     nr_aggregated_models=len(participants),
-                ),
+                )
+                | (privacy.report_data(current.aggregator) if current and model_id else {}),
                 config=config.raw,
             )
         except RoundReportError:

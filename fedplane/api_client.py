@@ -394,8 +394,21 @@ class APIClient:
         helper: str = "numpyhelper",
         min_clients: int = 1,
         requested_clients: int = 8,
+        *,
+        dp: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Start a session; returns ``{"success", "message", "config"}`` (``success`` false on refusal)."""
+        """Start a session; returns ``{"success", "message", "config"}`` (``success`` false on refusal).
+
+        The arguments before ``*`` are FEDn 0.9.5's. After it, fedplane extensions, sent only when
+        given (a FEDn controller would refuse them):
+
+        - ``dp``: central differential privacy at the combiners (DP-FedAvg), e.g.
+          ``{"noise_multiplier": 1.1, "clip_norm": 1.0, "delta": 1e-5, "target_epsilon": 8.0}``;
+          adaptive clipping with ``target_quantile`` (and ``clip_learning_rate``,
+          ``count_noise_std``); ``noise_multiplier`` may be left out when ``target_epsilon`` is
+          given, ``sampling_rate`` and ``expected_clients`` default to 1 and ``requested_clients``.
+          The ε spent is in each round's ``round_data.privacy`` and the session's ``privacy``.
+        """
         body = {
             "session_id": id,
             "aggregator": aggregator,
@@ -410,6 +423,8 @@ class APIClient:
             "min_clients": min_clients,
             "requested_clients": requested_clients,
         }
+        if dp is not None:
+            body["dp"] = dp
         return self._json(self._send("POST", self._get_url("start_session"), json=body))
 
     def stop_session(self, id: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from apps.sessions.admin_display import (
     round_took,
     session_link,
 )
-from apps.sessions.admin_overview import lineage_facts, session_overview
+from apps.sessions.admin_overview import lineage_facts, privacy_summary, session_overview
 from apps.sessions.metrics import numeric_metrics
 from apps.sessions.models import (
     CombinerReport,
@@ -59,6 +59,12 @@ class SessionCreateForm(forms.ModelForm):
         label="Session id", required=False, max_length=128, help_text="Leave empty for a random uuid."
     )
     aggregator = forms.ChoiceField(choices=[(name, name) for name in AGGREGATOR_NAMES], initial="fedavg")
+    dp = forms.JSONField(
+        label="Differential privacy",
+        required=False,
+        help_text='Central DP at the combiners (fedavg only), e.g. {"noise_multiplier": 1.1, '
+        '"clip_norm": 1.0, "delta": 1e-5, "target_epsilon": 8}. Empty: none.',
+    )
 
     class Meta:
         model = Session
@@ -96,6 +102,8 @@ class SessionCreateForm(forms.ModelForm):
     def session_config(self) -> dict[str, Any]:
         config = {name: self.cleaned_data.get(name) for name in self.Meta.fields}
         config["model_id"] = config["model_id"] or None
+        if self.cleaned_data.get("dp") not in (None, "", {}):
+            config["dp"] = self.cleaned_data["dp"]
         return config
 
 
@@ -139,10 +147,11 @@ class SessionAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Differential privacy", {"fields": ["privacy_spent"]}),
         ("Timeline", {"fields": ["committed_at", "start_requested_at", "started_at", "finished_at"]}),
     ]
     add_fieldsets = [
-        (None, {"fields": ["new_session_id", "aggregator", "aggregator_kwargs", "rounds", "model_id"]}),
+        (None, {"fields": ["new_session_id", "aggregator", "aggregator_kwargs", "rounds", "model_id", "dp"]}),
         (
             "Clients and rounds",
             {
@@ -205,6 +214,10 @@ class SessionAdmin(admin.ModelAdmin):
     @admin.display(description="clients req. / wanted")
     def clients(self, session: Session) -> str:
         return f"{session.clients_required} / {session.clients_requested}"
+
+    @admin.display(description="privacy spent")
+    def privacy_spent(self, session: Session) -> SafeString | str:
+        return privacy_summary(session)
 
     @admin.display(description="seed model")
     def seed_model(self, session: Session) -> SafeString | str:

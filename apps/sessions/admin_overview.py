@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db.models import Count, Sum
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
@@ -18,6 +19,7 @@ from apps.models.lineage import NodeFacts
 from apps.sessions.admin_display import ROUND_TONES, SESSION_TONES, counted, model_link, round_took
 from apps.sessions.metrics import ModelMetrics, SessionMetrics, Spread, models_metrics, session_metrics
 from apps.sessions.models import Round, Session, Status, Validation
+from apps.sessions.privacy import ROUND_KEY, session_dp, session_privacy
 from controlplane.admin_charts import bar_chart, line_chart
 from controlplane.admin_widgets import (
     change_url,
@@ -179,3 +181,53 @@ def node_facts(facts: ModelMetrics) -> NodeFacts:
         for key, value in facts.spreads.items()
     )
     return NodeFacts(origin=origin, metric=metric, detail=detail)
+
+
+def privacy_summary(session: Session) -> SafeString | str:
+    """ε spent at δ, the settings, and ε round by round, for a session with differential privacy."""
+    config = session_dp(session)
+    if config is None:
+        return "none"
+    spent = session_privacy(session) or {}
+    epsilon = spent.get("epsilon")
+    target = f" of target ε = {config.target_epsilon:g}" if config.target_epsilon is not None else ""
+    clipping = (
+        f"adaptive clipping to quantile {config.target_quantile:g} from C = {config.clip_norm:g}"
+        if config.adaptive
+        else f"clip norm C = {config.clip_norm:g}"
+    )
+    rows = [
+        (
+            item.round_id,
+            _epsilon_text(item.round_data[ROUND_KEY].get("epsilon")),
+            _number_text(item.round_data[ROUND_KEY].get("clip_norm")),
+        )
+        for item in session.round_set.filter(round_data__has_key=ROUND_KEY).order_by("number")
+    ]
+    table = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows) if rows else ""
+    return format_html(
+        "<p><strong>ε = {}</strong> at δ = {}{} after {} round(s); noise multiplier {}, {}, "
+        "sampling rate {}.</p>{}",
+        _epsilon_text(epsilon),
+        f"{config.delta:g}",
+        target,
+        spent.get("rounds", 0),
+        f"{config.noise_multiplier:.4g}",
+        clipping,
+        f"{config.sampling_rate or 1.0:g}",
+        format_html(
+            '<table class="fp-privacy"><thead><tr><th>round</th><th>ε spent</th><th>clip norm</th>'
+            "</tr></thead><tbody>{}</tbody></table>",
+            table,
+        )
+        if rows
+        else "",
+    )
+
+
+def _epsilon_text(value: Any) -> str:
+    return "∞" if value is None else f"{value:.4g}"
+
+
+def _number_text(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.4g}"

@@ -40,6 +40,7 @@ from apps.combiners.grpc_client import CombinerCallFailed
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_get_active
+from apps.sessions import privacy
 from apps.sessions.choices import (
     ControllerStateValue,
     LogLevel,
@@ -167,6 +168,11 @@ def step_next_round(session: Session, token: str) -> float | None:
     if not retrying and session.rounds_completed >= session.rounds:
         with fenced(session.pk, token):
             session_finish(session)
+        return None
+    spent = privacy.privacy_budget_stop_reason(session)
+    if spent is not None:
+        with fenced(session.pk, token):
+            session_stop_spent(session, spent)
         return None
     required = max(session.clients_required, 1)
     combiners = list(Combiner.objects.order_by("name"))
@@ -395,6 +401,7 @@ def step_reducing(session: Session, token: str) -> float:
             **current.round_data,
             **reduced.round_data,
             "time_commit": (timezone.now() - commit_started).total_seconds(),
+            **privacy.round_privacy(session, current),
         }
         current.status = RoundStatus.SUCCESS if session.validate else RoundStatus.FINISHED
         current.model_id = str(new_model.model_id)
@@ -592,6 +599,16 @@ def _end(session: Session, status: str, reason: str, level: str) -> None:
 
 def session_finish(session: Session) -> None:
     _end(session, SessionStatus.FINISHED, f"{session.rounds_completed} round(s) completed.", LogLevel.INFO)
+
+
+def session_stop_spent(session: Session, reason: str) -> None:
+    """The session's privacy budget allows no further round: it stops, the reason says so."""
+    if session.current_round_id:
+        now = timezone.now()
+        Round.objects.filter(pk=session.current_round_id, status=RoundStatus.PENDING).update(
+            status=RoundStatus.STOPPED, status_reason=reason, finished_at=now, updated_at=now
+        )
+    _end(session, SessionStatus.STOPPED, reason, LogLevel.WARNING)
 
 
 def session_fail(session: Session, reason: str) -> None:

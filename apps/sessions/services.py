@@ -14,6 +14,7 @@ from apps.clients.services import clients_count_online
 from apps.models.models import Model
 from apps.models.services import model_get_active
 from apps.packages.services import package_get_active
+from apps.sessions import privacy
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     FINAL_SESSION_STATUSES,
@@ -69,7 +70,7 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in config.items():
-        if key in {"session_id", "committed_at"}:
+        if key in {"session_id", "committed_at"} or key == privacy.DP_KEY:
             continue
         if key not in SESSION_CONFIG_FIELDS:
             extra[key] = value
@@ -100,6 +101,19 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
         elif key in {"helper_type", "task"}:
             value = _as_str(value, name)
         cleaned[key] = value
+    if config.get(privacy.DP_KEY) is not None:
+        try:
+            extra[privacy.DP_KEY] = privacy.dp_config_clean(
+                config[privacy.DP_KEY],
+                rounds=cleaned.get("rounds", Session._meta.get_field("rounds").get_default()),
+                clients_requested=cleaned.get(
+                    "clients_requested", Session._meta.get_field("clients_requested").get_default()
+                ),
+                aggregator=cleaned.get("aggregator", "fedavg"),
+                aggregator_kwargs=cleaned.get("aggregator_kwargs"),
+            )
+        except privacy.DpConfigError as exc:
+            raise SessionError(str(exc)) from exc
     cleaned["extra_config"] = extra
     return cleaned
 
@@ -140,6 +154,8 @@ LEGACY_START_KEYS = {
     "requested_clients",
     # fedplane's own: how often a round that lost its combiners is retried.
     "round_retries",
+    # fedplane's own: central differential privacy (apps/sessions/privacy.py).
+    "dp",
 }
 
 
@@ -177,6 +193,8 @@ def legacy_session_config(body: dict[str, Any]) -> tuple[str | None, dict[str, A
     }
     if "round_retries" in body:
         config["round_retries"] = body["round_retries"]
+    if body.get("dp") is not None:
+        config["dp"] = body["dp"]
     if config["helper_type"] in (None, ""):
         active = package_get_active()
         config["helper_type"] = active.helper if active else "numpyhelper"

@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--helper", default="numpyhelper", help="(numpyhelper)")
     start.add_argument("--no-validate", action="store_true", help="skip validation after each round")
     start.add_argument("--keep-models", action="store_true", help="keep combiners' intermediate models")
+    start.add_argument(
+        "--dp",
+        metavar="JSON",
+        help="central differential privacy (fedplane), e.g. "
+        '\'{"noise_multiplier": 1.1, "clip_norm": 1.0, "target_epsilon": 8}\'',
+    )
     add_watch_options(start)
     start.add_argument("--watch", action="store_true", help="follow the session until it ends")
     start.set_defaults(handler=cmd_session_start)

@@ -37,6 +37,7 @@ def cmd_session_start(ctx: Context, args: argparse.Namespace) -> int:
         helper=args.helper,
         min_clients=args.min_clients,
         requested_clients=args.requested_clients,
+        **dp_argument(args.dp),
     )
     if ctx.as_json and not args.watch:
         print_json(result, ctx.out)
@@ -53,6 +54,19 @@ def cmd_session_start(ctx: Context, args: argparse.Namespace) -> int:
             raise UsageError("the controller did not say which session it started; use `session watch ID`")
         return watch_session(ctx, session_id, args.timeout_watch, args.poll_interval)
     return EXIT_OK
+
+
+def dp_argument(text: str | None) -> dict[str, Any]:
+    """``start_session``'s ``dp`` keyword from ``--dp``; nothing when it is not given."""
+    dp = parse_json_object(text, "--dp")
+    return {} if dp is None else {"dp": dp}
+
+
+def round_epsilon(round_doc: Mapping[str, Any]) -> float | None:
+    """ε spent at δ up to this round, for a round of a session with differential privacy."""
+    privacy = (round_doc.get("round_data") or {}).get("privacy") or {}
+    epsilon = privacy.get("epsilon")
+    return float(epsilon) if isinstance(epsilon, int | float) else None
 
 
 def cmd_session_watch(ctx: Context, args: argparse.Namespace) -> int:
@@ -72,7 +86,7 @@ def round_summary(api: APIClient, round_doc: Mapping[str, Any]) -> dict[str, Any
     """What `session watch` shows for a closed round: status, participants, mean test metrics."""
     model_id = round_doc.get("model_id")
     validations = api.get_validations(model_id=model_id).get("result", []) if model_id else []
-    return {
+    summary: dict[str, Any] = {
         "round_id": round_doc.get("round_id"),
         "status": round_doc.get("status"),
         "participants": len(round_participants(round_doc)),
@@ -81,6 +95,10 @@ def round_summary(api: APIClient, round_doc: Mapping[str, Any]) -> dict[str, Any
         "test_accuracy": mean_metric(validations, "test_accuracy"),
         "test_loss": mean_metric(validations, "test_loss"),
     }
+    epsilon = round_epsilon(round_doc)
+    if epsilon is not None:
+        summary["epsilon"] = epsilon
+    return summary
 
 
 def format_round_summary(summary: Mapping[str, Any]) -> str:
@@ -92,6 +110,8 @@ def format_round_summary(summary: Mapping[str, Any]) -> str:
     for metric in ("test_accuracy", "test_loss"):
         if summary[metric] is not None:
             parts.append(f"{metric}={summary[metric]:.4f}")
+    if summary.get("epsilon") is not None:
+        parts.append(f"epsilon={summary['epsilon']:.4g}")
     return "  ".join(parts)
 
 
@@ -142,7 +162,13 @@ def watch_session(ctx: Context, session_id: str, timeout: float, poll_interval: 
         # One JSON document per line: the rounds above, then the final session.
         print(json.dumps(final, sort_keys=True, default=str), file=ctx.out)
     else:
-        print(f"session {session_id}: {status}", file=ctx.out)
+        reason = final.get("status_reason") if status.lower() != "finished" else None
+        print(f"session {session_id}: {status}" + (f" ({reason})" if reason else ""), file=ctx.out)
+        privacy = final.get("privacy")
+        if isinstance(privacy, Mapping) and privacy.get("epsilon") is not None:
+            print(
+                f"privacy spent: epsilon={privacy['epsilon']:.4g} at delta={privacy['delta']:g}", file=ctx.out
+            )
     return EXIT_OK if status.lower() == "finished" else EXIT_SERVER_ERROR
 
 

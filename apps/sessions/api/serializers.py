@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from apps.sessions.choices import RoundStatus, SessionStatus
 from apps.sessions.models import CombinerReport, Round, Session, Status, Validation
+from apps.sessions.privacy import session_privacy
 from apps.sessions.records import SESSION_CONFIG_FIELDS, session_config
 from controlplane.api.fields import as_http_date
 from controlplane.api.parsers import loads_storable
@@ -59,6 +60,19 @@ SESSION_CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
+PRIVACY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "nullable": True,
+    "properties": {
+        "epsilon": {"type": "number", "nullable": True, "description": "ε spent at δ (null: unbounded)."},
+        "delta": {"type": "number"},
+        "target_epsilon": {"type": "number", "nullable": True},
+        "noise_multiplier": {"type": "number"},
+        "rounds": {"type": "integer", "description": "Rounds booked (each attempt that released a model)."},
+    },
+}
+
+
 @extend_schema_field(SESSION_CONFIG_SCHEMA)
 class SessionConfigField(ReadOnlyField):
     def __init__(self, **kwargs: Any) -> None:
@@ -80,6 +94,14 @@ class SessionSerializer(serializers.Serializer):
     rounds_completed = serializers.IntegerField(read_only=True)
     started_at = HttpDateField(allow_null=True)
     finished_at = HttpDateField(allow_null=True)
+    privacy = serializers.SerializerMethodField(
+        help_text="fedplane extension: for a session with session_config.dp, the ε spent at δ after its "
+        "last committed round, its target and noise multiplier; null without dp."
+    )
+
+    @extend_schema_field(PRIVACY_SCHEMA)
+    def get_privacy(self, instance: Session) -> dict[str, Any] | None:
+        return session_privacy(instance)
 
 
 def session_doc(instance: Session) -> dict[str, Any]:
