@@ -132,6 +132,9 @@ class ClientRegistry:
         self._clients: dict[str, ClientState] = {}
         self._lock = threading.Lock()
         self._streaming = 0  # clients with at least one open task stream
+        # Bumped whenever a client appears, or starts or stops holding a stream: answers built
+        # from the online set may be reused while it stands (and the online window allows).
+        self.generation = 0
 
     def touch(self, name: str) -> ClientState:
         now = self._clock()
@@ -140,6 +143,7 @@ class ClientRegistry:
             if state is None:
                 state = ClientState(name=name, last_seen=now, last_seen_at=datetime.now(UTC))
                 self._clients[name] = state
+                self.generation += 1
             else:
                 state.last_seen = now
                 state.last_seen_at = datetime.now(UTC)
@@ -163,6 +167,7 @@ class ClientRegistry:
                 return None
             if state.open_streams == 0:
                 self._streaming += 1
+                self.generation += 1
             state.open_streams += 1
             state.last_seen = now
             state.last_seen_at = datetime.now(UTC)
@@ -178,6 +183,7 @@ class ClientRegistry:
             state.open_streams -= 1
             if state.open_streams == 0:
                 self._streaming -= 1
+                self.generation += 1
             state.last_seen = now
             state.last_seen_at = datetime.now(UTC)
 
@@ -191,10 +197,15 @@ class ClientRegistry:
             state = self._clients.get(name)
             return state is not None and self._is_online(state, self._clock())
 
+    def _states(self) -> list[ClientState]:
+        # Copied under the lock, read outside it: heartbeats on the event loop take this lock, so
+        # it is never held for a walk over thousands of clients.
+        with self._lock:
+            return list(self._clients.values())
+
     def online_names(self) -> list[str]:
         now = self._clock()
-        with self._lock:
-            return sorted(name for name, state in self._clients.items() if self._is_online(state, now))
+        return sorted(state.name for state in self._states() if self._is_online(state, now))
 
     def tasks_of(self, name: str) -> TaskQueue:
         with self._lock:
@@ -223,41 +234,39 @@ class ClientRegistry:
                 if state.open_streams:
                     state.open_streams = 0
                     self._streaming -= 1
+                self.generation += 1
 
     def snapshot(self) -> list[ClientTransition]:
         """Every online client, then those offline for less than OFFLINE_REPORT_SECONDS, by name."""
         now = self._clock()
         now_at = datetime.now(UTC)
         entries: list[ClientTransition] = []
-        with self._lock:
-            for name in sorted(self._clients):
-                state = self._clients[name]
-                if state.open_streams:
-                    entries.append(ClientTransition(name, "online", now_at))
-                elif self._is_online(state, now):
-                    entries.append(ClientTransition(name, "online", state.last_seen_at))
-                elif now - state.last_seen <= self.online_window + OFFLINE_REPORT_SECONDS:
-                    entries.append(ClientTransition(name, "offline", state.last_seen_at))
+        for state in sorted(self._states(), key=lambda state: state.name):
+            if state.open_streams:
+                entries.append(ClientTransition(state.name, "online", now_at))
+            elif self._is_online(state, now):
+                entries.append(ClientTransition(state.name, "online", state.last_seen_at))
+            elif now - state.last_seen <= self.online_window + OFFLINE_REPORT_SECONDS:
+                entries.append(ClientTransition(state.name, "offline", state.last_seen_at))
         return entries
 
     def all_offline(self) -> list[ClientTransition]:
         """At shutdown: the snapshot's clients, all offline, since this combiner leaves."""
         entries = [ClientTransition(e.name, "offline", e.last_seen) for e in self.snapshot()]
-        with self._lock:
-            for state in self._clients.values():
-                state.reported_online = False
+        for state in self._states():
+            state.reported_online = False
         return entries
 
     def transitions(self) -> list[ClientTransition]:
-        """Online/offline changes since the last call; each change is returned once."""
+        """Online/offline changes since the last call; each change is returned once (one caller:
+        the presence monitor, the only writer of `reported_online`)."""
         now = self._clock()
         changes: list[ClientTransition] = []
-        with self._lock:
-            for state in self._clients.values():
-                online = self._is_online(state, now)
-                if online != state.reported_online:
-                    state.reported_online = online
-                    changes.append(
-                        ClientTransition(state.name, "online" if online else "offline", state.last_seen_at)
-                    )
+        for state in self._states():
+            online = self._is_online(state, now)
+            if online != state.reported_online:
+                state.reported_online = online
+                changes.append(
+                    ClientTransition(state.name, "online" if online else "offline", state.last_seen_at)
+                )
         return changes

@@ -27,6 +27,9 @@ CLIENT_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 # a task, a revocation or the node stopping wakes it at once, and a token's expiry bounds the wait.
 # Long, since thousands of idle streams each wake this often.
 TASK_WAIT_SECONDS = 60.0
+# ListActiveClients builds one message per online client; while no client came, went or opened or
+# closed a stream, its answer is reused this long (a heartbeat-only client lapsing shows this late).
+LIST_REUSE_SECONDS = 0.5
 
 Context = grpc.ServicerContext | grpc.aio.ServicerContext
 
@@ -78,6 +81,7 @@ class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
         self.reporter = reporter
         self.max_clients = max_clients
         self.guard = guard
+        self._listed: tuple[int, float, fedn_pb2.ClientList] | None = None
 
     async def SendStatus(
         self, request: fedn_pb2.Status, context: grpc.aio.ServicerContext
@@ -86,16 +90,29 @@ class ConnectorServicer(fedn_pb2_grpc.ConnectorServicer):
         self.reporter.post("/api/v1/statuses/", to_report(request))
         return fedn_pb2.Response(sender=self.identity, response="Status received.")
 
+    def _online_clients(self) -> fedn_pb2.ClientList:
+        generation = self.registry.generation
+        now = time.monotonic()
+        listed = self._listed
+        if listed is not None and listed[0] == generation and now - listed[1] < LIST_REUSE_SECONDS:
+            return listed[2]
+        clients = [fedn_pb2.Client(name=name, role=fedn_pb2.WORKER) for name in self.registry.online_names()]
+        answer = fedn_pb2.ClientList(client=clients)
+        self._listed = (generation, now, answer)
+        return answer
+
     async def ListActiveClients(
         self, request: fedn_pb2.ListClientsRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ClientList:
-        clients = [fedn_pb2.Client(name=name, role=fedn_pb2.WORKER) for name in self.registry.online_names()]
-        return fedn_pb2.ClientList(client=clients)
+        return self._online_clients()
 
     async def AcceptingClients(
         self, request: fedn_pb2.ConnectionRequest, context: grpc.aio.ServicerContext
     ) -> fedn_pb2.ConnectionResponse:
-        accepting = len(self.registry.online_names()) < self.max_clients
+        accepting = (
+            self.registry.streaming_count() < self.max_clients
+            and len(self._online_clients().client) < self.max_clients
+        )
         return fedn_pb2.ConnectionResponse(status=fedn_pb2.ACCEPTING if accepting else fedn_pb2.NOT_ACCEPTING)
 
     async def SendHeartbeat(
