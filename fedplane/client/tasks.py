@@ -59,7 +59,9 @@ def send_status(
     session_id: str = "",
     extra: str = "",
 ) -> bool:
-    """Send a Status; a failure is logged, never raised (statuses are best effort)."""
+    """Send a Status without waiting for the combiner's answer: a task never waits on its own
+    statuses. A failure is logged when the answer comes, never raised (statuses are best effort).
+    True when the status went out on the channel."""
     status = fedn_pb2.Status(
         sender=worker(config.name),
         status=text,
@@ -74,13 +76,25 @@ def send_status(
     if related is not None:
         status.data = MessageToJson(related)
     try:
-        link.connector.SendStatus(status, metadata=link.metadata, timeout=STATUS_TIMEOUT)
-        return True
+        answer = link.connector.SendStatus.future(status, metadata=link.metadata, timeout=STATUS_TIMEOUT)
     except grpc.RpcError as exc:
         log_event(logger, logging.WARNING, "status_not_sent", status=text, code=exc.code().name)
+        return False
     except ValueError:
         log_event(logger, logging.WARNING, "status_not_sent", status=text, code="CHANNEL_CLOSED")
-    return False
+        return False
+    answer.add_done_callback(lambda call: _status_answered(call, text))
+    return True
+
+
+def _status_answered(call: Any, text: str) -> None:
+    if call.cancelled():
+        log_event(logger, logging.WARNING, "status_not_sent", status=text, code="CANCELLED")
+        return
+    error = call.exception()
+    if error is not None:
+        code = error.code().name if isinstance(error, grpc.RpcError) else type(error).__name__
+        log_event(logger, logging.WARNING, "status_not_sent", status=text, code=code)
 
 
 class TaskRunner:

@@ -226,6 +226,8 @@ class FakeCombiner(
         self, port: int = 0, record: CombinerRecord | None = None, *, tls: tuple[bytes, bytes] | None = None
     ):
         self.record = record or CombinerRecord()
+        # Set to an unset Event to hold every SendStatus unanswered (for up to 10 s) until it is set.
+        self.status_gate: threading.Event | None = None
         self._subscribers: dict[str, queue.Queue[fedn_pb2.TaskRequest]] = {}
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
@@ -281,6 +283,9 @@ class FakeCombiner(
         return fedn_pb2.Response(response="Heartbeat received")
 
     def SendStatus(self, request: fedn_pb2.Status, context: grpc.ServicerContext) -> fedn_pb2.Response:
+        gate = self.status_gate
+        if gate is not None:
+            gate.wait(10)
         self.record.statuses.append(request)
         return fedn_pb2.Response(response="Status received.")
 

@@ -126,6 +126,28 @@ def _statuses(record: CombinerRecord, text: str) -> list[fedn_pb2.Status]:
     return [s for s in record.statuses if s.status == text]
 
 
+def test_a_task_goes_on_while_its_statuses_are_unanswered(
+    running: RunningClient, combiner: FakeCombiner, controller: FakeController
+) -> None:
+    """Statuses are best effort: a slow combiner answering them does not hold up the task."""
+    wait_until(lambda: combiner.connected("client-1"), 10, "task stream")
+    record = combiner.record
+    combiner.status_gate = threading.Event()
+    try:
+        model_id = combiner.put_model(b"weights")
+        combiner.send_task("client-1", model_id, fedn_pb2.MODEL_UPDATE)
+        wait_until(lambda: record.updates, 8, "the model update, with every status held")
+        assert record.statuses == []
+        combiner.send_task("client-1", model_id, fedn_pb2.MODEL_VALIDATION)
+        wait_until(lambda: record.validations, 8, "the validation, with every status held")
+    finally:
+        combiner.status_gate.set()
+    # Once answered, all of them are there.
+    wait_until(lambda: _statuses(record, "Model validation completed."), 15, "the statuses")
+    assert len(_statuses(record, "Received model update request.")) == 2
+    assert len(_statuses(record, "Model update completed.")) == 1
+
+
 def test_training_and_validation_round_trip(
     running: RunningClient, combiner: FakeCombiner, controller: FakeController, tmp_path: Path
 ) -> None:
