@@ -1,9 +1,10 @@
 """Tokens the controller mints: issue (mint and record), revoke, and the revocation list."""
 
 import datetime as dt
+import functools
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from apps.identity.models import IssuedToken
@@ -89,9 +90,28 @@ def token_revoke(*, jti: str, by: str, reason: str = "") -> IssuedToken:
     return token
 
 
+@functools.cache
+def _revoked_sql() -> str:
+    meta = IssuedToken._meta
+    quote = connections[router.db_for_read(IssuedToken)].ops.quote_name
+    table, jti, revoked_at = (
+        quote(meta.db_table),
+        quote(meta.get_field("jti").column),
+        quote(meta.get_field("revoked_at").column),
+    )
+    return f"SELECT 1 FROM {table} WHERE {jti} = %s AND {revoked_at} IS NOT NULL LIMIT 1"
+
+
 def token_is_revoked(jti: str) -> bool:
-    """One lookup on the unique jti index, made for every authenticated request."""
-    return IssuedToken.objects.filter(jti=jti, revoked_at__isnull=False).exists()
+    """One lookup on the unique jti index, made for every authenticated request.
+
+    Asked of the database each time, so a revocation (by any process) holds from the next request
+    on; written as the SQL the ORM would build for `filter(jti=..., revoked_at__isnull=False)
+    .exists()`, without building it per request.
+    """
+    with connections[router.db_for_read(IssuedToken)].cursor() as cursor:
+        cursor.execute(_revoked_sql(), [jti])
+        return cursor.fetchone() is not None
 
 
 def tokens_revoked(*, now: dt.datetime | None = None) -> list[str]:

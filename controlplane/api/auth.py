@@ -6,12 +6,14 @@ in apps.identity, which the settings point at. Off while FEDN_JWT_SECRET_KEY is 
 Django staff users logged in to the admin may use every route from the browsable API.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jwt
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from jwt.algorithms import HMACAlgorithm
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
@@ -46,9 +48,42 @@ def auth_enabled() -> bool:
     return bool(settings.FEDN_JWT_SECRET_KEY)
 
 
+class _PreparedKeyHMAC(HMACAlgorithm):
+    """HMAC whose key is checked and prepared once per secret, not on every token.
+
+    PyJWT's HMACAlgorithm.prepare_key refuses secrets shaped like PEM, SSH or DER keys and
+    certificates, and tries to parse the secret as each of them on every call; the configured secret
+    does not change between requests, so its answer (the key bytes, or the refusal) is kept.
+    """
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        return _prepared_hmac_key(self.hash_alg, key)
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared_hmac_key(hash_alg: Any, key: str | bytes) -> bytes:
+    return HMACAlgorithm(hash_alg).prepare_key(key)
+
+
+def _token_decoder() -> jwt.PyJWT:
+    decoder = jwt.PyJWT()
+    for name, hash_alg in (
+        ("HS256", HMACAlgorithm.SHA256),
+        ("HS384", HMACAlgorithm.SHA384),
+        ("HS512", HMACAlgorithm.SHA512),
+    ):
+        decoder._jws.unregister_algorithm(name)
+        decoder._jws.register_algorithm(name, _PreparedKeyHMAC(hash_alg))
+    return decoder
+
+
+# jwt.decode's checks (signature, algorithms, exp, required claims), with the secret prepared once.
+TOKEN_DECODER = _token_decoder()
+
+
 def decode_token(token: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(
+        claims = TOKEN_DECODER.decode(
             token,
             settings.FEDN_JWT_SECRET_KEY,
             algorithms=[settings.FEDN_JWT_ALGORITHM],

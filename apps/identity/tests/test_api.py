@@ -8,9 +8,11 @@ from typing import Any
 import jwt
 import pytest
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 
 from apps.identity.services import token_issue, token_revoke
+from controlplane.api.auth import _prepared_hmac_key, decode_token
 
 from .conftest import SECRET
 
@@ -63,3 +65,24 @@ def test_the_revocation_check_is_one_query(auth_on: Any, django_assert_num_queri
     # /health reads no table, so the one query is the revocation lookup of the token's jti.
     with django_assert_num_queries(1):
         assert APIClient().get("/health", **bearer("admin")).status_code == 200
+
+
+def test_a_token_works_until_the_request_after_its_revocation(auth_on: Any) -> None:
+    api = APIClient()
+    token = token_issue(role="admin", subject="ops", days=1)
+    assert api.get("/health", HTTP_AUTHORIZATION=f"Bearer {token.token}").status_code == 200
+    token_revoke(jti=token.jti, by="ops")
+    answer = api.get("/health", HTTP_AUTHORIZATION=f"Bearer {token.token}")
+    assert (answer.status_code, answer.json()["message"]) == (401, "Token revoked")
+
+
+def test_the_secret_is_prepared_once_not_per_token(auth_on: Any) -> None:
+    tokens = [token_issue(role="admin", subject=f"ops{n}", days=1).token for n in range(3)]
+    _prepared_hmac_key.cache_clear()
+    for token in tokens * 2:
+        decode_token(token)
+    assert _prepared_hmac_key.cache_info().misses == 1
+    with pytest.raises(AuthenticationFailed, match="Invalid token"):
+        decode_token(
+            jwt.encode({"role": "admin", "jti": "x", "exp": 2**40}, "another-secret-of-32-bytes-at-least")
+        )
