@@ -22,4 +22,7 @@ def as_rfc3339(value: dt.datetime | None) -> str | None:
     """Protobuf's JSON timestamp: `2024-05-22T12:49:40.123456Z`."""
     if value is None:
         return None
+    if value.tzinfo is dt.UTC:
+        # As the database hands timestamps back: already in UTC, so only "+00:00" becomes "Z".
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     return timezone.localtime(value, dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

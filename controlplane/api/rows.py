@@ -64,48 +64,73 @@ def _plain_serializer(serializer: serializers.BaseSerializer) -> bool:
     )
 
 
-def _column(model: type[models.Model], source: str) -> bool:
-    """Whether `source` names a column values_list returns as the instance attribute holds it."""
-    if source == "pk":
-        return True
+# Renderers that give back a value of the column's own type unchanged: a column that holds no NULL
+# is used as read (a text column's value is already the str that str() would return).
+UNCHANGED: dict[Callable[[Any], Any], tuple[type[models.Field], ...]] = {
+    str: (models.CharField, models.TextField),
+    RENDERERS[serializers.ReadOnlyField]: (models.Field,),
+}
+
+
+def _column(model: type[models.Model], source: str) -> models.Field | None:
+    """The field of a column values_list returns as the instance attribute holds it, else None."""
     try:
-        field = model._meta.get_field(source)
+        field = model._meta.pk if source == "pk" else model._meta.get_field(source)
     except FieldDoesNotExist:
-        return False
-    return bool(field.concrete) and not field.is_relation
+        return None
+    if field is None or not field.concrete or field.is_relation:
+        return None
+    return field
 
 
 def _compile(
     serializer: serializers.BaseSerializer, model: type[models.Model], columns: list[str]
 ) -> Callable[[Row], Document] | None:
+    """One function building a document from a row: a single dict display per row, compiled once.
+
+    Each value is the column as read where the field's rendering would not change it, the field's
+    renderer otherwise, and None for a NULL (as DRF, which never renders None).
+    """
+    renderers: list[Callable[[Any], Any]] = []
+    expression = _expression(serializer, model, columns, renderers)
+    if expression is None:
+        return None
+    namespace = {f"render_{index}": render for index, render in enumerate(renderers)}
+    # Only keys (repr) and row positions are written into the source; values stay in `namespace`.
+    return eval(f"lambda row: {expression}", namespace)
+
+
+def _expression(
+    serializer: serializers.BaseSerializer,
+    model: type[models.Model],
+    columns: list[str],
+    renderers: list[Callable[[Any], Any]],
+) -> str | None:
+    """A Python dict display of `serializer`'s document from `row`, or None if rows cannot give it."""
     if not _plain_serializer(serializer):
         return None
-    # (key, column index or None for a nested document, renderer or nested builder)
-    parts: list[tuple[str, int | None, Callable[[Any], Any]]] = []
+    items: list[str] = []
     for name, field in serializer.fields.items():
         if field.write_only:
             continue
         if isinstance(field, serializers.BaseSerializer):
-            nested = _compile(field, model, columns) if field.source == "*" else None
+            nested = _expression(field, model, columns, renderers) if field.source == "*" else None
             if nested is None:
                 return None
-            parts.append((name, None, nested))
+            items.append(f"{name!r}: {nested}")
             continue
         render = RENDERERS.get(type(field))
-        if render is None or not _column(model, field.source):
+        column = _column(model, field.source)
+        if render is None or column is None:
             return None
         columns.append(field.source)
-        parts.append((name, len(columns) - 1, render))
-
-    def document(row: Row) -> Document:
-        built: Document = {}
-        for name, index, render in parts:
-            if index is None:
-                built[name] = render(row)
-            else:
-                value = row[index]
-                # As DRF: a None attribute is None, never rendered.
-                built[name] = None if value is None else render(value)
-        return built
-
-    return document
+        value = f"row[{len(columns) - 1}]"
+        if not column.null and isinstance(column, UNCHANGED.get(render, ())):
+            items.append(f"{name!r}: {value}")
+            continue
+        renderers.append(render)
+        rendered = f"render_{len(renderers) - 1}({value})"
+        if column.null:
+            rendered = f"(None if {value} is None else {rendered})"
+        items.append(f"{name!r}: {rendered}")
+    return "{" + ", ".join(items) + "}"
