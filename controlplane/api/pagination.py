@@ -1,11 +1,13 @@
 """Paging by FEDn's X-Limit/X-Skip headers or DRF's ?limit=&offset=, answered as {count, result}."""
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
 from django.db.models import F, OrderBy, Q, QuerySet
+from django.db.models.query import ModelIterable, ValuesListIterable
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -78,9 +80,12 @@ def _digest(queryset: QuerySet) -> str | None:
     return hashlib.sha256(f"{queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
 
 
-def count_of(queryset: QuerySet) -> int:
-    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
-    digest = _digest(queryset)
+def count_of(queryset: QuerySet, digest: str | None = None) -> int:
+    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR).
+
+    `digest` is `_digest(queryset)` if the caller has it already.
+    """
+    digest = digest or _digest(queryset)
     if digest is None:
         return 0
     key = f"fedplane:count:{digest}"
@@ -123,33 +128,58 @@ def _from_anchor(queryset: QuerySet, field: str, descending: bool, anchor: Ancho
     )
 
 
-def read_page(queryset: QuerySet, skip: int, limit: int) -> list[Any]:
-    """Rows skip..skip+limit of an ordered queryset."""
+def _position_of(queryset: QuerySet, field: str) -> Callable[[Any], tuple[Any, Any]] | None:
+    """How to read (sort key, pk) off one of the queryset's rows, if its rows carry both."""
+    if issubclass(queryset._iterable_class, ModelIterable):
+        return lambda row: (getattr(row, field), row.pk)
+    if queryset._iterable_class is ValuesListIterable:
+        names = list(queryset._fields)
+        if field in names and "pk" in names:
+            at_field, at_pk = names.index(field), names.index("pk")
+            return lambda row: (row[at_field], row[at_pk])
+    return None
+
+
+def read_page(queryset: QuerySet, skip: int, limit: int, digest: str | None = None) -> list[Any]:
+    """Rows skip..skip+limit of an ordered queryset; `digest` is `_digest(queryset)` if known."""
     if skip < DEFERRED_JOIN_SKIP:
         return list(queryset[skip : skip + limit])
     sorted_by = sort_key(queryset)
-    digest = _digest(queryset)
+    digest = digest or _digest(queryset)
     if sorted_by is None or digest is None:
         keys = list(queryset.values_list("pk", flat=True)[skip : skip + limit])
-    else:
-        field, descending = sorted_by
-        anchor = cache.get(f"fedplane:page:{digest}:{skip}")
-        if anchor is None:
-            pairs = list(queryset.values_list(field, "pk")[skip : skip + limit])
-        else:
-            pairs = list(_from_anchor(queryset, field, descending, anchor).values_list(field, "pk")[:limit])
-        keys = [pk for _, pk in pairs]
-        if pairs:
-            # Where this page and the next start: paging on (or asking this page again) reads a
-            # range of the index instead of stepping over `skip` entries. Kept as briefly as the
-            # totals, so a page's position is at most COUNT_CACHE_SECONDS old.
-            cache.set_many(
-                {
-                    f"fedplane:page:{digest}:{skip}": (*pairs[0], True),
-                    f"fedplane:page:{digest}:{skip + len(pairs)}": (*pairs[-1], False),
-                },
+        return list(queryset.filter(pk__in=keys)) if keys else []
+    field, descending = sorted_by
+    anchor = cache.get(f"fedplane:page:{digest}:{skip}")
+    position = _position_of(queryset, field)
+    if anchor is not None and position is not None:
+        # Where this page starts is known: its rows are a range of the sort index, read at once.
+        rows = list(_from_anchor(queryset, field, descending, anchor)[:limit])
+        if rows:
+            # Where the next page starts, so paging on reads a range too. This page's own position
+            # is not renewed: it is at most COUNT_CACHE_SECONDS old.
+            cache.set(
+                f"fedplane:page:{digest}:{skip + len(rows)}",
+                (*position(rows[-1]), False),
                 COUNT_CACHE_SECONDS,
             )
+        return rows
+    if anchor is None:
+        pairs = list(queryset.values_list(field, "pk")[skip : skip + limit])
+    else:
+        pairs = list(_from_anchor(queryset, field, descending, anchor).values_list(field, "pk")[:limit])
+    keys = [pk for _, pk in pairs]
+    if pairs:
+        # Where this page and the next start: paging on (or asking this page again) reads a
+        # range of the index instead of stepping over `skip` entries. Kept as briefly as the
+        # totals, so a page's position is at most COUNT_CACHE_SECONDS old.
+        cache.set_many(
+            {
+                f"fedplane:page:{digest}:{skip}": (*pairs[0], True),
+                f"fedplane:page:{digest}:{skip + len(pairs)}": (*pairs[-1], False),
+            },
+            COUNT_CACHE_SECONDS,
+        )
     # The second read keeps the queryset's ordering, joins and prefetches; a row deleted in between
     # is left out, as it would be a moment later anyway.
     return list(queryset.filter(pk__in=keys)) if keys else []
@@ -160,12 +190,14 @@ class HeaderLimitOffsetPagination(BasePagination):
         if not queryset.ordered:
             raise ValueError("Refusing to paginate an unordered queryset")
         limit, skip = page_window(request)
-        page = read_page(queryset, skip, limit)
+        # The queryset's cache key, made once for the page's position and the total.
+        digest = _digest(queryset) if skip >= DEFERRED_JOIN_SKIP else None
+        page = read_page(queryset, skip, limit, digest)
         # A page that ends before its limit ends the list, so the total is known without counting.
         if len(page) < limit and (page or skip == 0):
             self.count = skip + len(page)
         else:
-            self.count = count_of(queryset)
+            self.count = count_of(queryset, digest)
         return page
 
     def get_paginated_response(self, data: list[Any]) -> Response:
