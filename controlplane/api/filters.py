@@ -3,6 +3,7 @@
 In POST /list and /count bodies a value with commas means any-of, as in FEDn.
 """
 
+import copy
 import datetime as dt
 import re
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
+from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
@@ -61,7 +63,15 @@ def strict_integer(value: str, name: str) -> int:
 
 
 class FednFilter(django_filters.CharFilter):
-    """Exact match; any-of for comma-separated values posted in a filter body."""
+    """Exact match; any-of for comma-separated values posted in a filter body.
+
+    The value is matched as sent, spaces included (FEDn hands it to MongoDB as it is); a form
+    field would otherwise strip it, and ` client-1` would match `client-1`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("strip", False)
+        super().__init__(*args, **kwargs)
 
     def filter(self, qs: QuerySet, value: Any) -> QuerySet:
         if value in (None, ""):
@@ -117,9 +127,33 @@ NON_FILTER_PARAMS = frozenset({"format", "limit", "offset", "skip"})
 
 
 class FednFilterSet(django_filters.FilterSet):
-    """A FilterSet whose form class is built once per filterset class, not on every request."""
+    """A FilterSet whose form class is built once per filterset class, not on every request, and
+    whose filters are copied per request without a deep copy of each."""
 
     _form_classes: ClassVar[dict[type, type[forms.Form]]] = {}
+
+    def __init__(
+        self,
+        data: Any = None,
+        queryset: QuerySet | None = None,
+        *,
+        request: Request | None = None,
+        prefix: str | None = None,
+    ) -> None:
+        # As django-filter's BaseFilterSet.__init__, which deep-copies every filter (with its form
+        # field and arguments) per request. A request sets only `model` and `parent` on its
+        # filters, so a shallow copy of each keeps requests apart.
+        if queryset is None:
+            queryset = self._meta.model._default_manager.all()
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = queryset
+        self.request = request
+        self.form_prefix = prefix
+        self.filters = {name: copy.copy(filter_) for name, filter_ in self.base_filters.items()}
+        for filter_ in self.filters.values():
+            filter_.model = queryset.model
+            filter_.parent = self
 
     def get_form_class(self) -> type[forms.Form]:
         # The form's fields come from the class's declared filters alone, so one class serves all.

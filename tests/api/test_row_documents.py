@@ -199,3 +199,19 @@ def test_the_list_route_answers_the_serializers_documents(
     assert posted["result"] == [ValidationRawSerializer(row).data for row in chosen]
     assert len(posted["result"]) == len(ODD_TIMES)
     cache.clear()  # where its deep pages start: another test's rows would start elsewhere
+
+
+def test_a_filter_value_is_matched_as_sent_spaces_included(api: Any, odd_rows: None) -> None:
+    """FEDn passes a filter value to MongoDB as it is: ` padded ` matches only ` padded `."""
+    padded = ODD_TEXT[1]
+    assert padded != padded.strip()
+    Status.objects.create(sender_name=padded.strip(), timestamp=ODD_TIMES[0], type="LOG")
+    for name in ("sender_name", "sender.name"):
+        listed = api.get("/api/v1/statuses/", {name: padded}).json()
+        assert [row["sender"]["name"] for row in listed["result"]] == [padded] * len(ODD_TIMES)
+        assert api.get("/api/v1/statuses/count", {name: padded}).json() == len(ODD_TIMES)
+        posted = api.post("/api/v1/statuses/list", {name: padded}, format="json").json()
+        assert posted == listed
+        assert api.get("/api/v1/statuses/", {name: " padded"}).json() == {"count": 0, "result": []}
+    stripped = api.get("/api/v1/statuses/", {"sender.name": padded.strip()}).json()
+    assert [row["sender"]["name"] for row in stripped["result"]] == [padded.strip()]
