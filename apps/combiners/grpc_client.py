@@ -9,8 +9,8 @@ Django's settings when Django is configured (controller, worker), else from the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,51 @@ class ControlTls:
         )
 
 
+def _code_of(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    return exc.code() if hasattr(exc, "code") else None
+
+
+class _Channels:
+    """One channel per combiner and credentials, kept by the process and shared by its threads:
+    a session's steps call the same combiners round after round, and a new channel costs a TCP
+    connection and an HTTP/2 handshake (a TLS one too) before the first call. Keyed by process id,
+    so a forked worker never uses its parent's channel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: dict[tuple[Any, ...], grpc.Channel] = {}
+
+    def take(self, key: tuple[Any, ...]) -> tuple[grpc.Channel, bool]:
+        """The channel for `key` and whether it was made before this call."""
+        with self._lock:
+            channel = self._channels.get(key)
+            if channel is not None:
+                return channel, True
+            channel = _new_channel(key)
+            self._channels[key] = channel
+            return channel, False
+
+    def drop(self, key: tuple[Any, ...], channel: grpc.Channel) -> None:
+        """Forget a broken channel; it closes once the calls still holding it are done."""
+        with self._lock:
+            if self._channels.get(key) is channel:
+                del self._channels[key]
+
+
+def _new_channel(key: tuple[Any, ...]) -> grpc.Channel:
+    target, secure = key[1], key[2]
+    if not secure:
+        return grpc.insecure_channel(target)
+    private_key, certificate_chain, root_certificates = key[3:]
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=root_certificates, private_key=private_key, certificate_chain=certificate_chain
+    )
+    return grpc.secure_channel(target, credentials)
+
+
+_channels = _Channels()
+
+
 def stringify_config(config: Mapping[str, Any]) -> list[fedn_pb2.Parameter]:
     """FEDn sends every value as `str(value)`: True -> "True", dicts and None as Python repr."""
     return [fedn_pb2.Parameter(key=str(key), value=str(value)) for key, value in config.items()]
@@ -118,29 +163,31 @@ class CombinerClient:
     def __repr__(self) -> str:
         return f"CombinerClient({self.target!r}, secure={self.secure})"
 
-    @contextmanager
-    def _channel(self) -> Iterator[grpc.Channel]:
-        if self.secure:
-            private_key, certificate_chain, ca = self.tls.read()
-            credentials = grpc.ssl_channel_credentials(
-                # A configured CA is the operator's choice and wins over what the combiner registered.
-                root_certificates=ca or self.root_cert,
-                private_key=private_key,
-                certificate_chain=certificate_chain,
-            )
-            channel = grpc.secure_channel(self.target, credentials)
-        else:
-            channel = grpc.insecure_channel(self.target)
-        try:
-            yield channel
-        finally:
-            channel.close()
+    def _channel_key(self) -> tuple[Any, ...]:
+        """What a channel is made of; the files are read now, so a renewed certificate makes a new one."""
+        if not self.secure:
+            return (os.getpid(), self.target, False)
+        private_key, certificate_chain, ca = self.tls.read()
+        # A configured CA is the operator's choice and wins over what the combiner registered.
+        return (os.getpid(), self.target, True, private_key, certificate_chain, ca or self.root_cert)
 
     def _call(self, what: str, call: Callable[[grpc.Channel], T]) -> T:
+        key = self._channel_key()
+        channel, reused = _channels.take(key)
         try:
-            with self._channel() as channel:
+            try:
+                return call(channel)
+            except grpc.RpcError as exc:
+                if not reused or _code_of(exc) != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                # The kept connection was to a combiner that went away (it may be back by now, and a
+                # broken channel waits out its reconnect backoff): once more on a new connection.
+                _channels.drop(key, channel)
+                channel, _ = _channels.take(key)
                 return call(channel)
         except grpc.RpcError as exc:
+            if _code_of(exc) == grpc.StatusCode.UNAVAILABLE:
+                _channels.drop(key, channel)
             code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
             if code in UNREACHABLE_CODES:

@@ -171,3 +171,35 @@ def test_tls_with_a_root_certificate(tmp_path: Path) -> None:
             CombinerClient("127.0.0.1", combiner.port, timeout=2).list_active_clients()
     finally:
         combiner.stop(grace=1.0)
+
+
+def test_a_combiner_restarted_on_its_port_is_reached_at_the_first_call_after(tmp_path: Path) -> None:
+    """Calls share a kept connection; when its combiner went away and came back on the same
+    address, the next call is answered, not failed on the old connection."""
+
+    def start(port: int, name: str) -> CombinerNode:
+        node = CombinerNode(
+            NodeSettings(
+                name=name, store=DirectoryStore(tmp_path / "media"), port=port, workdir=tmp_path / name
+            )
+        )
+        node.start()
+        return node
+
+    first = start(0, "first")
+    port = first.port
+    client = CombinerClient("127.0.0.1", port, timeout=5)
+    try:
+        assert client.list_active_clients() == []
+        heartbeat(port, "edge-1")
+        assert client.list_active_clients() == ["edge-1"]
+    finally:
+        first.stop(grace=1.0)
+    second = start(port, "second")
+    try:
+        assert CombinerClient("127.0.0.1", port, timeout=5).list_active_clients() == []
+        assert client.health() is True
+    finally:
+        second.stop(grace=1.0)
+    with pytest.raises(CombinerUnreachable):
+        client.list_active_clients()
