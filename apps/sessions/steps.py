@@ -1,11 +1,14 @@
 """Celery tasks that run a session's steps: thin wrappers that load by id and call the orchestration.
 
 A session's steps run in two tasks whose time limits fit the leases they hold, so no global limit
-stops a step while its lease says it is still working: the short steps, and the reduce.
+stops a step while its lease says it is still working: the short steps, and the reduce. A task
+runs the steps that follow at once itself (run_steps) rather than through the broker.
 
 They sit below the services, which enqueue the first step when a start commits; the worker finds
 them through apps/sessions/tasks.py.
 """
+
+import time
 
 from celery import shared_task
 from celery.utils.log import get_task_logger
@@ -21,23 +24,53 @@ STEP_TIME_LIMIT = int(leases.LEASE.total_seconds())
 REDUCE_TIME_LIMIT = int(leases.REDUCE_LEASE.total_seconds())
 # The soft limit raises inside the step early enough for it to fail the session under its own lease.
 SOFT_MARGIN = 10
+# A step that says "the next one at once" is followed in the same task, not through the broker
+# (each hop costs a round trip, a claim, a release and a read of the chain token): at most this
+# many steps, and only while the task has run for less than INLINE_SECONDS, so a step begun
+# inline still ends well within the task's soft limit (a step is bounded by one gRPC deadline).
+INLINE_STEPS = 6
+INLINE_SECONDS = 3.0
 
 
-def enqueue_step(session_pk: int, delay: float | None, wake: str | None = None) -> None:
+def enqueue_step(
+    session_pk: int, delay: float | None, wake: str | None = None, *, reduce_task: bool = False
+) -> None:
     """The next step of a session in the task made for it (the reduce has its own), carrying the
-    session's chain token so a duplicate of the chain finds itself stale and stops."""
+    session's chain token so a duplicate of the chain finds itself stale and stops. `reduce_task`
+    sends it to the reduce's task whatever the step (a stored report: the training step, then
+    the reduce it leads to, run in one task)."""
     if delay is None:
         return
     step, current_token = leases.step_and_wake_token(session_pk) or ("", None)
-    task = session_reduce if step == SessionStep.REDUCING else session_advance
+    task = session_reduce if reduce_task or step == SessionStep.REDUCING else session_advance
     task.apply_async((session_pk,), {"wake": wake or current_token}, countdown=delay)
 
 
-def wake_session(session_pk: int) -> None:
+def run_steps(session_pk: int, wake: str | None, *, reduce_here: bool) -> None:
+    """Run the session's step, the steps that follow at once (INLINE_STEPS), then enqueue the next.
+
+    Each step claims the session with the chain token its predecessor left, as a task enqueued
+    for it would: a wake meanwhile starts a new chain, and this one stops. The short task hands a
+    reduce to the reduce's task; the reduce's task follows only into a reduce (from the training
+    step), since the steps after it are held to the short task's limits.
+    """
+    started = time.monotonic()
+    delay = orchestration.session_advance(session_pk=session_pk, reduce_here=reduce_here, wake=wake)
+    for _ in range(INLINE_STEPS):
+        if delay != 0.0 or time.monotonic() - started > INLINE_SECONDS:
+            break
+        step, token = leases.step_and_wake_token(session_pk) or ("", None)
+        if not token or (step == SessionStep.REDUCING) != reduce_here:
+            break
+        delay = orchestration.session_advance(session_pk=session_pk, reduce_here=reduce_here, wake=token)
+    enqueue_step(session_pk, delay)
+
+
+def wake_session(session_pk: int, *, reduce_task: bool = False) -> None:
     """Run the session's waiting step now: what it waits for (a report, the validations) is stored."""
     token = leases.wake(session_pk)
     if token is not None:
-        enqueue_step(session_pk, 0.0, token)
+        enqueue_step(session_pk, 0.0, token, reduce_task=reduce_task)
 
 
 def wake_on_report(round_pk: int) -> None:
@@ -50,7 +83,8 @@ def wake_on_report(round_pk: int) -> None:
         .first()
     )
     if session_pk is not None:
-        wake_session(session_pk)
+        # When it was the last report, the training step leads to the reduce: one task runs both.
+        wake_session(session_pk, reduce_task=True)
 
 
 def wake_on_validations(model_ids: set[str]) -> None:
@@ -74,10 +108,8 @@ def wake_on_validations(model_ids: set[str]) -> None:
     time_limit=STEP_TIME_LIMIT,
 )
 def session_advance(session_pk: int, wake: str | None = None) -> None:
-    """One short step of a running session; enqueues the next while the session has steps left."""
-    enqueue_step(
-        session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=False, wake=wake)
-    )
+    """The short steps of a running session; enqueues the next while the session has steps left."""
+    run_steps(session_pk, wake, reduce_here=False)
 
 
 @shared_task(
@@ -89,9 +121,7 @@ def session_advance(session_pk: int, wake: str | None = None) -> None:
 )
 def session_reduce(session_pk: int, wake: str | None = None) -> None:
     """Combine a round's models and commit the new global model, under the reduce's longer lease."""
-    enqueue_step(
-        session_pk, orchestration.session_advance(session_pk=session_pk, reduce_here=True, wake=wake)
-    )
+    run_steps(session_pk, wake, reduce_here=True)
 
 
 @shared_task(name="fl_sessions.sessions_watchdog", ignore_result=True)
