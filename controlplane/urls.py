@@ -77,12 +77,16 @@ def documented(view: Any) -> Any:
 
 
 api_patterns: list[URLPattern | URLResolver] = [
+    # The revocation list combiners fetch; its path and shape are a contract with combiner_node.
+    re_path(r"^api/v1/tokens/revoked/?$", RevokedTokensView.as_view(), name="tokens-revoked"),
+    # Before the flat routes (none of which starts with api/), so a /api/v1/ call is not first
+    # tried against each of them.
+    path("api/v1/", include(router.urls)),
+]
+api_patterns += [
     re_path(rf"^{name}/?$", documented(view), name=f"legacy-{name.replace('_', '-')}")
     for name, view in LEGACY_ROUTES.items()
 ]
-# The revocation list combiners fetch; its path and shape are a contract with combiner_node.
-api_patterns.append(re_path(r"^api/v1/tokens/revoked/?$", RevokedTokensView.as_view(), name="tokens-revoked"))
-api_patterns.append(path("api/v1/", include(router.urls)))
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
