@@ -83,9 +83,11 @@ def _digest(queryset: QuerySet) -> str | None:
 def count_of(queryset: QuerySet, digest: str | None = None) -> int:
     """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR).
 
-    `digest` is `_digest(queryset)` if the caller has it already.
+    `digest` is `_digest(queryset)` if the caller has it already; otherwise the key is made from the
+    queryset without its ordering, which the total does not depend on (and which costs as much to
+    write out as the rest of the query).
     """
-    digest = digest or _digest(queryset)
+    digest = digest or _digest(queryset.order_by())
     if digest is None:
         return 0
     key = f"fedplane:count:{digest}"
