@@ -124,6 +124,28 @@ class ModelFiles:
 
     # Global models -------------------------------------------------------------------------
 
+    def reuse_staged(self, model_id: str) -> Path | None:
+        """The staged copy of a global model, if there is one (it becomes the newest kept)."""
+        with self._lock:
+            path = self._staged.get(model_id)
+            if path is not None:
+                self._staged.move_to_end(model_id)
+            return path
+
+    def stage_local(self, model_id: str, source: Path) -> Path:
+        """Stage a model file of this machine (a hard link where the disk allows, else a copy);
+        `source` stays where it is."""
+        path = self.staged_dir / f"{check_model_id(model_id)}.npz"
+        partial = path.with_suffix(".partial")
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        try:
+            os.link(source, partial)
+        except OSError:
+            with source.open("rb") as handle:
+                return self.stage(model_id, handle)
+        return self._keep_staged_file(model_id, partial, path)
+
     def stage(self, model_id: str, source: IO[bytes]) -> Path:
         """Copy a global model from the store; the last few stay so late downloads still work."""
         path = self.staged_dir / f"{check_model_id(model_id)}.npz"
@@ -135,9 +157,17 @@ class ModelFiles:
         try:
             with partial.open("wb") as out:
                 shutil.copyfileobj(source, out, CHUNK_BYTES)
-            os.replace(partial, path)
         except BaseException:
             # A full disk or a broken store stream must not leave gigabytes of a half model behind.
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            raise
+        return self._keep_staged_file(model_id, partial, path)
+
+    def _keep_staged_file(self, model_id: str, partial: Path, path: Path) -> Path:
+        try:
+            os.replace(partial, path)
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
             raise

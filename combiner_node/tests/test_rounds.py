@@ -485,3 +485,32 @@ def test_a_nameless_upload_over_the_shared_quota_is_refused_not_another_evicted(
     assert files.upload_owner("second") == ""
     assert not files.update_path("first").exists()
     assert files.pending_uploads("") == 1
+
+
+def test_the_combined_model_serves_the_next_tasks_from_the_combiners_disk(
+    node, make_client, controller, store, tmp_path
+):
+    """Alone in its round, the combiner's model becomes the global model: the validation and the
+    next round send it without reading it back from the store."""
+    model_id = seed_model(store, tmp_path)
+    client = make_client("solo")
+    start(node.port, **round_config(model_id))
+    client.send_update(client.next_task(), layers(2.0), 5, tmp_path)
+    combined_id = report_of(controller)["model_id"]
+    kept = tmp_path / "kept.npz"
+    with store.open_read(f"models/{combined_id}.npz") as source:
+        kept.write_bytes(source.read())
+    store.delete(f"models/{combined_id}.npz")
+
+    start(node.port, **round_config(combined_id, task="validation"))
+    task = client.next_task()
+    assert task.type == fedn_pb2.MODEL_VALIDATION and task.model_id == combined_id
+    payload, _ = client.download(combined_id)
+    assert payload == kept.read_bytes()
+
+    start(node.port, **round_config(combined_id, round_id="2"))
+    task = client.next_task()
+    assert task.type == fedn_pb2.MODEL_UPDATE and task.model_id == combined_id
+    assert client.download(combined_id)[0] == kept.read_bytes()
+    assert client.send_update(task, layers(4.0), 5, tmp_path).response == "Model update accepted."
+    assert report_of(controller, "2")["status"] == "Success"
