@@ -238,6 +238,7 @@ class TaskRunner:
         )
 
     def _validate(self, request: fedn_pb2.TaskRequest, link: CombinerLink, scratch: Path) -> None:
+        tic_total = time.monotonic()
         send_status(
             link,
             self.config,
@@ -245,9 +246,16 @@ class TaskRunner:
             session_id=request.session_id,
         )
         in_path, out_path = scratch / "in.npz", scratch / "metrics.json"
+        meta: dict[str, Any] = {}
+        tic = time.monotonic()
         self._fetch(request, link, in_path)
+        meta["fetch_model"] = time.monotonic() - tic
+        tic = time.monotonic()
         self._run_entry_point("validate", str(in_path), str(out_path))
+        meta["exec_validation"] = time.monotonic() - tic
         metrics = _read_json_object(out_path, "validation output")
+        # As a model update's meta times its training; FEDn 0.9.5 leaves this field empty.
+        meta["processing_time"] = time.monotonic() - tic_total
 
         validation = fedn_pb2.ModelValidation(
             sender=worker(self.config.name),
@@ -256,6 +264,7 @@ class TaskRunner:
             data=json.dumps(metrics),
             correlation_id=request.correlation_id,
             session_id=request.session_id,
+            meta=json.dumps(meta),
         )
         validation.timestamp.GetCurrentTime()
         self._deliver(

@@ -195,6 +195,10 @@ def test_training_and_validation_round_trip(
     assert json.loads(validation.data) == {"accuracy": 0.5, "size": len(b"weights")}
     assert validation.session_id == "s1" and validation.model_id == model_id
     assert validation.timestamp.seconds > 0
+    # Its meta times the task, as a model update's does.
+    timing = json.loads(validation.meta)
+    assert set(timing) == {"fetch_model", "exec_validation", "processing_time"}
+    assert timing["processing_time"] >= timing["fetch_model"] + timing["exec_validation"] > 0
     wait_until(lambda: _statuses(record, "Model validation completed."), 5, "validation status")
 
     # gRPC metadata as 0.9.5 sends it, and heartbeats flowing.
