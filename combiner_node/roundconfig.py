@@ -12,6 +12,7 @@ from combiner_node.modelfiles import InvalidModelId, check_model_id
 from fedplane.privacy import DpConfig
 
 TASKS = ("training", "validation")
+MODES = ("sync", "async")
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off", "none", ""}
 
@@ -37,6 +38,11 @@ class RoundConfig:
     helper_type: str = "numpyhelper"
     # Central differential privacy of the session's aggregation (a fedplane extension).
     dp: DpConfig | None = None
+    # "async": buffered asynchronous aggregation (FedBuff), one report per model version; the
+    # controller names the round of each version in `async_round_ids` (fedplane extensions).
+    mode: str = "sync"
+    fedbuff: dict[str, Any] = field(default_factory=dict)
+    async_round_ids: tuple[str, ...] = ()
     raw: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,6 +143,16 @@ def parse_round_config(params: Mapping[str, str]) -> RoundConfig:
     if buffer_size == 0:
         raise RoundConfigError("buffer_size must be -1 (all selected clients) or positive")
     aggregator = params.get("aggregator", "").strip() or "fedavg"
+    mode = params.get("mode", "").strip() or "sync"
+    if mode not in MODES:
+        raise RoundConfigError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    async_round_ids = tuple(
+        part.strip() for part in params.get("async_round_ids", "").split(",") if part.strip()
+    )
+    if mode == "async" and task == "training" and not async_round_ids:
+        raise RoundConfigError("an asynchronous session needs async_round_ids, the round of each version")
+    if any("/" in item or len(item) > 64 for item in async_round_ids):
+        raise RoundConfigError("invalid async_round_ids")
     return RoundConfig(
         task=task,
         session_id=params.get("session_id", ""),
@@ -152,5 +168,8 @@ def parse_round_config(params: Mapping[str, str]) -> RoundConfig:
         validate=_bool(params, "validate", True),
         helper_type=params.get("helper_type", "numpyhelper") or "numpyhelper",
         dp=parse_dp(params.get("dp")),
+        mode=mode,
+        fedbuff=_dict_literal("fedbuff", params.get("fedbuff")),
+        async_round_ids=async_round_ids,
         raw=dict(params),
     )

@@ -396,6 +396,8 @@ class APIClient:
         requested_clients: int = 8,
         *,
         dp: dict[str, Any] | None = None,
+        mode: str | None = None,
+        fedbuff: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Start a session; returns ``{"success", "message", "config"}`` (``success`` false on refusal).
 
@@ -408,6 +410,10 @@ class APIClient:
           ``count_noise_std``); ``noise_multiplier`` may be left out when ``target_epsilon`` is
           given, ``sampling_rate`` and ``expected_clients`` default to 1 and ``requested_clients``.
           The ε spent is in each round's ``round_data.privacy`` and the session's ``privacy``.
+        - ``mode="async"``: buffered asynchronous aggregation (FedBuff); ``rounds`` is the number
+          of model versions, each committed as a round. ``fedbuff`` holds its parameters, e.g.
+          ``{"buffer_size": 4, "max_staleness": 3, "staleness": "polynomial",
+          "server_learning_rate": 1.0}`` (``buffer_size`` K defaults to ``round_buffer_size``).
         """
         body = {
             "session_id": id,
@@ -423,8 +429,8 @@ class APIClient:
             "min_clients": min_clients,
             "requested_clients": requested_clients,
         }
-        if dp is not None:
-            body["dp"] = dp
+        extensions = {"dp": dp, "mode": mode, "fedbuff": fedbuff}
+        body.update({key: value for key, value in extensions.items() if value is not None})
         return self._json(self._send("POST", self._get_url("start_session"), json=body))
 
     def stop_session(self, id: str) -> dict[str, Any]:

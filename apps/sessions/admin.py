@@ -65,6 +65,17 @@ class SessionCreateForm(forms.ModelForm):
         help_text='Central DP at the combiners (fedavg only), e.g. {"noise_multiplier": 1.1, '
         '"clip_norm": 1.0, "delta": 1e-5, "target_epsilon": 8}. Empty: none.',
     )
+    mode = forms.ChoiceField(
+        choices=[("sync", "sync (rounds)"), ("async", "async (FedBuff: rounds count model versions)")],
+        initial="sync",
+        required=False,
+    )
+    fedbuff = forms.JSONField(
+        label="FedBuff",
+        required=False,
+        help_text='For async: e.g. {"buffer_size": 4, "max_staleness": 3, "staleness": "polynomial", '
+        '"server_learning_rate": 1.0}; buffer_size defaults to the buffer size above.',
+    )
 
     class Meta:
         model = Session
@@ -100,10 +111,14 @@ class SessionCreateForm(forms.ModelForm):
         return self.cleaned_data.get("new_session_id") or None
 
     def session_config(self) -> dict[str, Any]:
-        config = {name: self.cleaned_data.get(name) for name in self.Meta.fields}
+        # The session's own fields (the admin's form class lists every field of its fieldsets).
+        config = {name: self.cleaned_data.get(name) for name in SessionCreateForm.Meta.fields}
         config["model_id"] = config["model_id"] or None
-        if self.cleaned_data.get("dp") not in (None, "", {}):
-            config["dp"] = self.cleaned_data["dp"]
+        for key in ("dp", "fedbuff"):
+            if self.cleaned_data.get(key) not in (None, "", {}):
+                config[key] = self.cleaned_data[key]
+        if self.cleaned_data.get("mode") == "async":
+            config["mode"] = "async"
         return config
 
 
@@ -152,6 +167,7 @@ class SessionAdmin(admin.ModelAdmin):
     ]
     add_fieldsets = [
         (None, {"fields": ["new_session_id", "aggregator", "aggregator_kwargs", "rounds", "model_id", "dp"]}),
+        ("Asynchronous", {"fields": ["mode", "fedbuff"]}),
         (
             "Clients and rounds",
             {

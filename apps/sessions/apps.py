@@ -6,3 +6,7 @@ class FlSessionsConfig(AppConfig):
     # "sessions" is taken by django.contrib.sessions.
     label = "fl_sessions"
     verbose_name = "Training sessions"
+
+    def ready(self) -> None:
+        # Asynchronous sessions register their steps with the orchestration.
+        from apps.sessions import asyncsessions  # noqa: F401

@@ -29,7 +29,7 @@ import datetime as dt
 import logging
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,15 @@ def session_advance(*, session_pk: int, reduce_here: bool = True, wake: str | No
 # ---------------------------------------------------------------- steps
 
 
+# Sessions of another mode (session_config.mode) run their own steps: "async" registers
+# apps/sessions/asyncsessions.py when the app is ready.
+MODE_RUNNERS: dict[str, Callable[[Session, str], float | None]] = {}
+
+
 def run_step(session: Session, token: str) -> float | None:
+    runner = MODE_RUNNERS.get((session.extra_config or {}).get("mode", ""))
+    if runner is not None:
+        return runner(session, token)
     if session.stop_requested or session.status == SessionStatus.STOPPING:
         session_stop_now(session, token)
         return None

@@ -14,7 +14,7 @@ from apps.clients.services import clients_count_online
 from apps.models.models import Model
 from apps.models.services import model_get_active
 from apps.packages.services import package_get_active
-from apps.sessions import privacy
+from apps.sessions import asyncsessions, privacy
 from apps.sessions.choices import (
     ACTIVE_SESSION_STATUSES,
     FINAL_SESSION_STATUSES,
@@ -70,7 +70,13 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in config.items():
-        if key in {"session_id", "committed_at"} or key == privacy.DP_KEY:
+        if key in {
+            "session_id",
+            "committed_at",
+            privacy.DP_KEY,
+            asyncsessions.MODE_KEY,
+            asyncsessions.FEDBUFF_KEY,
+        }:
             continue
         if key not in SESSION_CONFIG_FIELDS:
             extra[key] = value
@@ -114,6 +120,18 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
             )
         except privacy.DpConfigError as exc:
             raise SessionError(str(exc)) from exc
+    try:
+        extra.update(
+            asyncsessions.async_config_clean(
+                config,
+                buffer_size=cleaned.get("buffer_size", -1),
+                aggregator=cleaned.get("aggregator", "fedavg"),
+                aggregator_kwargs=cleaned.get("aggregator_kwargs"),
+                dp=config.get(privacy.DP_KEY),
+            )
+        )
+    except asyncsessions.AsyncConfigError as exc:
+        raise SessionError(str(exc)) from exc
     cleaned["extra_config"] = extra
     return cleaned
 
@@ -156,6 +174,9 @@ LEGACY_START_KEYS = {
     "round_retries",
     # fedplane's own: central differential privacy (apps/sessions/privacy.py).
     "dp",
+    # fedplane's own: asynchronous buffered sessions (apps/sessions/asyncsessions.py).
+    "mode",
+    "fedbuff",
 }
 
 
@@ -193,8 +214,9 @@ def legacy_session_config(body: dict[str, Any]) -> tuple[str | None, dict[str, A
     }
     if "round_retries" in body:
         config["round_retries"] = body["round_retries"]
-    if body.get("dp") is not None:
-        config["dp"] = body["dp"]
+    for key in ("dp", "mode", "fedbuff"):
+        if body.get(key) is not None:
+            config[key] = body[key]
     if config["helper_type"] in (None, ""):
         active = package_get_active()
         config["helper_type"] = active.helper if active else "numpyhelper"

@@ -173,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="central differential privacy (fedplane), e.g. "
         '\'{"noise_multiplier": 1.1, "clip_norm": 1.0, "target_epsilon": 8}\'',
     )
+    start.add_argument(
+        "--mode",
+        choices=["sync", "async"],
+        help="async: buffered asynchronous aggregation (fedplane); --rounds counts model versions",
+    )
+    start.add_argument(
+        "--fedbuff",
+        metavar="JSON",
+        help='async parameters, e.g. \'{"buffer_size": 4, "max_staleness": 3}\'',
+    )
     add_watch_options(start)
     start.add_argument("--watch", action="store_true", help="follow the session until it ends")
     start.set_defaults(handler=cmd_session_start)

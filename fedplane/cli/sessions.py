@@ -37,7 +37,7 @@ def cmd_session_start(ctx: Context, args: argparse.Namespace) -> int:
         helper=args.helper,
         min_clients=args.min_clients,
         requested_clients=args.requested_clients,
-        **dp_argument(args.dp),
+        **extension_arguments(args),
     )
     if ctx.as_json and not args.watch:
         print_json(result, ctx.out)
@@ -56,10 +56,14 @@ def cmd_session_start(ctx: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def dp_argument(text: str | None) -> dict[str, Any]:
-    """``start_session``'s ``dp`` keyword from ``--dp``; nothing when it is not given."""
-    dp = parse_json_object(text, "--dp")
-    return {} if dp is None else {"dp": dp}
+def extension_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """``start_session``'s fedplane keywords (``dp``, ``mode``, ``fedbuff``) that were given."""
+    given = {
+        "dp": parse_json_object(args.dp, "--dp"),
+        "mode": args.mode,
+        "fedbuff": parse_json_object(args.fedbuff, "--fedbuff"),
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def round_epsilon(round_doc: Mapping[str, Any]) -> float | None:
