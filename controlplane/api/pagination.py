@@ -135,7 +135,13 @@ def _position_of(queryset: QuerySet, field: str) -> Callable[[Any], tuple[Any, A
     if issubclass(queryset._iterable_class, ModelIterable):
         return lambda row: (getattr(row, field), row.pk)
     if queryset._iterable_class is ValuesListIterable:
-        names = list(queryset._fields)
+        # A column read through an expression that sorts as the field (`sorts_as`, e.g. the
+        # timestamp written as text) gives the field's value as well.
+        annotations = queryset.query.annotations
+        names = [
+            getattr(annotations.get(name), "sorts_as", name) if name in annotations else name
+            for name in queryset._fields
+        ]
         if field in names and "pk" in names:
             at_field, at_pk = names.index(field), names.index("pk")
             return lambda row: (row[at_field], row[at_pk])

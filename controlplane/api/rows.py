@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.models import Expression, F, Func
 from rest_framework import serializers
 
 from controlplane.api.fields import as_http_date, as_plain, as_rfc3339
@@ -23,6 +24,8 @@ from controlplane.api.serializers import HttpDateField, PlainDateTimeField, Rfc3
 
 Row = Sequence[Any]
 Document = dict[str, Any]
+# What values_list reads: a field's name, or an expression over one (Rfc3339Text).
+Column = str | Expression
 
 # Fields whose rendering is a function of the value alone, by exact class (a subclass may render
 # otherwise): the function each one's to_representation applies.
@@ -36,11 +39,37 @@ RENDERERS: dict[type[serializers.Field], Callable[[Any], Any]] = {
 }
 
 
+class Rfc3339Text(Func):
+    """A timestamp column as protobuf's JSON text (as_rfc3339), written by PostgreSQL's to_char.
+
+    Other databases read the column itself, which rfc3339_text then writes out. The text sorts and
+    filters as the timestamp does, so a deep page's position may be read from it (`sorts_as`).
+    """
+
+    output_field = models.DateTimeField()
+
+    def __init__(self, column: str) -> None:
+        super().__init__(F(column))
+        self.sorts_as = column
+
+    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> tuple[str, list[Any]]:
+        return compiler.compile(self.source_expressions[0])
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"""to_char({sql} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""", list(params)
+
+
+def rfc3339_text(value: Any) -> str:
+    """An Rfc3339Text column's value: the text PostgreSQL wrote, or a datetime to write out."""
+    return value if value.__class__ is str else as_rfc3339(value)
+
+
 @dataclass(frozen=True)
 class RowReader:
     """The columns to read (for `values_list`) and how one row of them becomes a document."""
 
-    columns: tuple[str, ...]
+    columns: tuple[Column, ...]
     document: Callable[[Row], Document]
 
     def documents(self, rows: Sequence[Row]) -> list[Document]:
@@ -52,7 +81,7 @@ class RowReader:
 def row_reader(serializer_class: type[serializers.Serializer], model: type[models.Model]) -> RowReader | None:
     """A reader giving `serializer_class`'s documents from rows of `model`; None if it has fields
     a row cannot render the same way (methods, relations, custom to_representation)."""
-    columns: list[str] = []
+    columns: list[Column] = []
     document = _compile(serializer_class(), model, columns)
     return None if document is None else RowReader(tuple(columns), document)
 
@@ -84,7 +113,7 @@ def _column(model: type[models.Model], source: str) -> models.Field | None:
 
 
 def _compile(
-    serializer: serializers.BaseSerializer, model: type[models.Model], columns: list[str]
+    serializer: serializers.BaseSerializer, model: type[models.Model], columns: list[Column]
 ) -> Callable[[Row], Document] | None:
     """One function building a document from a row: a single dict display per row, compiled once.
 
@@ -103,7 +132,7 @@ def _compile(
 def _expression(
     serializer: serializers.BaseSerializer,
     model: type[models.Model],
-    columns: list[str],
+    columns: list[Column],
     renderers: list[Callable[[Any], Any]],
 ) -> str | None:
     """A Python dict display of `serializer`'s document from `row`, or None if rows cannot give it."""
@@ -123,7 +152,13 @@ def _expression(
         column = _column(model, field.source)
         if render is None or column is None:
             return None
-        columns.append(field.source)
+        if render is as_rfc3339 and isinstance(column, models.DateTimeField):
+            # Written by the database where it can (PostgreSQL), rather than read into a datetime
+            # and written out again here.
+            columns.append(Rfc3339Text(field.source))
+            render = rfc3339_text
+        else:
+            columns.append(field.source)
         value = f"row[{len(columns) - 1}]"
         if not column.null and isinstance(column, UNCHANGED.get(render, ())):
             items.append(f"{name!r}: {value}")
