@@ -164,7 +164,19 @@ def validation_coverage(metrics: SessionMetrics) -> str:
 def lineage_facts(model_ids: Sequence[str]) -> Mapping[str, NodeFacts]:
     """The model page's lineage labels: the session and round that made each model, and its main
     metric (accuracy first) averaged over the clients that validated it."""
-    return {model_id: node_facts(facts) for model_id, facts in models_metrics(model_ids).items()}
+    facts = {model_id: node_facts(item) for model_id, item in models_metrics(model_ids).items()}
+    # A model of a session with differential privacy carries the ε spent up to its round.
+    spent = Round.objects.filter(model_id__in=list(model_ids), round_data__has_key=ROUND_KEY).values_list(
+        "model_id", "round_data"
+    )
+    for model_id, round_data in spent:
+        if model_id in facts:
+            epsilon = _epsilon_text(round_data[ROUND_KEY].get("epsilon"))
+            item = facts[model_id]
+            facts[model_id] = NodeFacts(
+                origin=f"{item.origin} · ε {epsilon}", metric=item.metric, detail=item.detail
+            )
+    return facts
 
 
 def node_facts(facts: ModelMetrics) -> NodeFacts:

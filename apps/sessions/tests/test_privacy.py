@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from apps.clients.choices import ClientStatus
 from apps.clients.models import Client
-from apps.sessions.admin_overview import privacy_summary
+from apps.sessions.admin_overview import lineage_facts, privacy_summary
 from apps.sessions.api.serializers import session_doc
 from apps.sessions.choices import ACTIVE_SESSION_STATUSES, RoundStatus, SessionStatus
 from apps.sessions.models import Round, Session
@@ -93,6 +93,11 @@ def test_a_dp_session_books_epsilon_per_round_and_stops_at_its_target(
     assert doc["session_config"]["dp"]["target_epsilon"] == target
     page = str(privacy_summary(done))
     assert f"ε = {epsilon(2):.4g}" in page and f"{epsilon(1):.4g}" in page
+    # The model page's lineage labels each model with the ε spent up to its round.
+    labels = lineage_facts([r.model_id for r in rounds])
+    assert [labels[r.model_id].origin for r in rounds] == [
+        f"dp · round {r.number} · ε {epsilon(i + 1):.4g}" for i, r in enumerate(rounds)
+    ]
 
 
 @pytest.mark.django_db
