@@ -6,6 +6,7 @@ In POST /list and /count bodies a value with commas means any-of, as in FEDn.
 import copy
 import datetime as dt
 import re
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import django_filters
@@ -19,6 +20,7 @@ from django.http import QueryDict
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 
@@ -127,10 +129,14 @@ NON_FILTER_PARAMS = frozenset({"format", "limit", "offset", "skip"})
 
 
 class FednFilterSet(django_filters.FilterSet):
-    """A FilterSet whose form class is built once per filterset class, not on every request, and
-    whose filters are copied per request without a deep copy of each."""
+    """A FilterSet whose form class is built once per filterset class (and set of filters), not on
+    every request, and whose filters are copied per request without a deep copy of each.
 
-    _form_classes: ClassVar[dict[type, type[forms.Form]]] = {}
+    With `only`, the filterset holds just the named filters: those a request sends. A filter given
+    no value filters nothing, so the others need no form field to clean and no call to make.
+    """
+
+    _form_classes: ClassVar[dict[tuple[type, tuple[str, ...]], type[forms.Form]]] = {}
 
     def __init__(
         self,
@@ -139,6 +145,7 @@ class FednFilterSet(django_filters.FilterSet):
         *,
         request: Request | None = None,
         prefix: str | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
         # As django-filter's BaseFilterSet.__init__, which deep-copies every filter (with its form
         # field and arguments) per request. A request sets only `model` and `parent` on its
@@ -150,16 +157,22 @@ class FednFilterSet(django_filters.FilterSet):
         self.queryset = queryset
         self.request = request
         self.form_prefix = prefix
-        self.filters = {name: copy.copy(filter_) for name, filter_ in self.base_filters.items()}
+        self.filters = {
+            name: copy.copy(filter_)
+            for name, filter_ in self.base_filters.items()
+            if only is None or name in only
+        }
         for filter_ in self.filters.values():
             filter_.model = queryset.model
             filter_.parent = self
 
     def get_form_class(self) -> type[forms.Form]:
-        # The form's fields come from the class's declared filters alone, so one class serves all.
-        form_class = self._form_classes.get(type(self))
+        # The form's fields come from the declared filters alone, so one class serves every request
+        # with the same filters.
+        key = (type(self), tuple(self.filters))
+        form_class = self._form_classes.get(key)
         if form_class is None:
-            form_class = self._form_classes[type(self)] = super().get_form_class()
+            form_class = self._form_classes[key] = super().get_form_class()
         return form_class
 
 
@@ -167,10 +180,20 @@ class FednFilterBackend(DjangoFilterBackend):
     """Reads filters from the query string, or from the JSON/form body on POST."""
 
     def filter_queryset(self, request: Request, queryset: QuerySet, view: Any) -> QuerySet:
-        if not self.filter_values(request):
+        values = self.filter_values(request)
+        if not values:
             # Nothing to filter by (checked like any filter body): the filterset would change nothing.
             return queryset
-        return super().filter_queryset(request, queryset, view)
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is None:
+            return queryset
+        kwargs = self.get_filterset_kwargs(request, queryset, view)
+        if issubclass(filterset_class, FednFilterSet):
+            kwargs["only"] = frozenset(values)
+        filterset = filterset_class(**kwargs)
+        if not filterset.is_valid() and self.raise_exception:
+            raise translate_validation(filterset.errors)
+        return filterset.qs
 
     def filter_values(self, request: Request) -> dict[str, Any]:
         if request.method == "POST":
