@@ -411,16 +411,24 @@ def step_reducing(session: Session, token: str) -> float:
             "time_commit": (timezone.now() - commit_started).total_seconds(),
             **privacy.round_privacy(session, current),
         }
-        current.status = RoundStatus.SUCCESS if session.validate else RoundStatus.FINISHED
+        # Only the last round waits for its validations, so a finished session has them all. An
+        # earlier round's need not hold up the next round: each client runs its tasks in order,
+        # so it validates the new model before it trains from it (FEDn 0.9.5 moves on likewise).
+        wait_for_validations = session.validate and session.rounds_completed + 1 >= session.rounds
+        current.status = RoundStatus.SUCCESS if wait_for_validations else RoundStatus.FINISHED
         current.model_id = str(new_model.model_id)
         current.finished_at = timezone.now()
         current.save(update_fields=["status", "model_id", "round_data", "finished_at"])
         session.rounds_completed += 1
-        session.step = SessionStep.VALIDATING if session.validate else SessionStep.NEXT_ROUND
-        session.step_deadline = timezone.now() + min(
-            VALIDATION_WAIT, dt.timedelta(seconds=session.round_timeout)
+        session.step = SessionStep.VALIDATING if wait_for_validations else SessionStep.NEXT_ROUND
+        session.step_deadline = timezone.now() + (
+            min(VALIDATION_WAIT, dt.timedelta(seconds=session.round_timeout))
+            if wait_for_validations
+            else dt.timedelta(seconds=session.round_timeout)
         )
         session.save(update_fields=["rounds_completed", "step", "step_deadline"])
+        if not wait_for_validations:
+            controller_state_set(ControllerStateValue.INSTRUCTING, session)
         retried = (
             f" after {current.attempt} retr{'y' if current.attempt == 1 else 'ies'}"
             if current.attempt
