@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import grpc
 
 from combiner_node import privacy
+from combiner_node.asyncrun import AsyncRun
 from combiner_node.clients import ClientRegistry
 from combiner_node.messages import combiner_status
 from combiner_node.modelfiles import InvalidModelId, ModelFiles
@@ -142,6 +143,8 @@ class RoundHandler:
         # Global models each client was sent a task for: the only ids it may download.
         self._granted: dict[str, collections.deque[str]] = {}
         self._session_aggregator: tuple[tuple[str, str, str], Aggregator] | None = None
+        # The asynchronous session running instead of a round (combiner_node/asyncrun.py).
+        self._async_run: AsyncRun | None = None
         self._stopping = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -179,6 +182,9 @@ class RoundHandler:
     def stop_current(self, reason: str = "stopped") -> bool:
         with self._lock:
             current = self._current
+            if self._async_run is not None:
+                self._async_run.stop(reason)
+                return True
             if current is None:
                 return False
             current.stop_reason = reason
@@ -203,6 +209,8 @@ class RoundHandler:
         """The global model the open training round sent: it sets the size limit of the updates."""
         with self._lock:
             current = self._current
+            if self._async_run is not None:
+                return self._async_run.latest_model_id
             return current.config.model_id if current is not None and not current.closed else None
 
     # What a client may transfer ------------------------------------------------------------
@@ -217,6 +225,8 @@ class RoundHandler:
         task of the running round; a caller without an identity shares twice the round's tasks."""
         with self._lock:
             current = self._current
+            if self._async_run is not None:
+                return self._async_run.upload_quota(client)
             if current is None or current.closed:
                 return 0
             owners = list(current.outstanding.values())
@@ -255,6 +265,15 @@ class RoundHandler:
                 f"model update {update.model_update_id!r} was uploaded by another caller",
             )
         try:
+            with self._lock:
+                run = self._async_run
+            if run is not None:
+                try:
+                    return run.on_model_update(update, update_path, lambda: training_examples(update.meta))
+                except ValueError as exc:  # InvalidUpdate
+                    raise UpdateRejected(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"model update refused: {exc}"
+                    ) from exc
             with self._lock:
                 current = self._current
                 refusal = self._claim(current, update)
@@ -374,7 +393,9 @@ class RoundHandler:
                 return
             job_id, config = job
             try:
-                if config.task == "training":
+                if config.task == "training" and config.mode == "async":
+                    self._run_async(job_id, config)
+                elif config.task == "training":
                     self._run_training(job_id, config)
                 else:
                     self._run_validation(job_id, config)
@@ -386,6 +407,16 @@ class RoundHandler:
                     self._current = None
                 if self._jobs.empty():
                     self._idle.set()
+
+    def _run_async(self, job_id: str, config: RoundConfig) -> None:
+        run = AsyncRun(self, job_id, config, self._scratch / f"async-{job_id}")
+        with self._lock:
+            self._async_run = run
+        try:
+            run.run()
+        finally:
+            with self._lock:
+                self._async_run = None
 
     def _stage(self, model_id: str) -> Path:
         staged = self.files.reuse_staged(model_id)
