@@ -50,6 +50,12 @@ def spool_upload(
         yield SpooledUpload(path=Path(spool.name), sha256=digest.hexdigest(), size=size)
 
 
+def warm_up() -> None:
+    """Build this thread's storage client now (for S3, boto3 loads its service models: most of a
+    second) rather than in the first step that reads or writes an artifact."""
+    getattr(default_storage, "bucket", None)
+
+
 def save(key: str, path: Path) -> str:
     """Store the file at `key`; returns the stored key."""
     with path.open("rb") as handle:
