@@ -32,6 +32,7 @@ from combiner_node.reporter import ControllerReporter
 from combiner_node.roundconfig import RoundConfig
 from combiner_node.store import ArtifactStore, StoreError, model_key
 from fedplane.aggregators.base import InvalidUpdate
+from fedplane.aggregators.dpfedbuff import DpFedBuff
 from fedplane.aggregators.fedbuff import BufferFull, FedBuff, StaleUpdate
 from fedplane.proto import fedn_pb2
 from fedplane.roundreport import ReportStatus, RoundReport, RoundReportError
@@ -191,7 +192,11 @@ class AsyncRun:
                 staged = self.handler._stage(self.config.model_id)
                 first = self.workdir / "v0.npz"
                 shutil.copyfile(staged, first)
-                fedbuff = FedBuff.create(dict(self.config.fedbuff))
+                fedbuff = (
+                    DpFedBuff.create_private(dict(self.config.fedbuff), self.config.dp)
+                    if self.config.dp is not None
+                    else FedBuff.create(dict(self.config.fedbuff))
+                )
                 fedbuff.start(first, 0)
             except Exception as exc:  # the model not in the store, a bad FedBuff parameter, no disk
                 raise AsyncFailed(f"the asynchronous session cannot start: {exc}") from exc
@@ -312,6 +317,12 @@ class AsyncRun:
                 "nr_aggregated_models": len(participants),
                 "nr_required_updates": fedbuff.buffer_size,
                 "timeout": self.config.round_timeout,
+                # With differential privacy: what the version's release was made of.
+                **(
+                    {"dp": dict(fedbuff.last_release)}
+                    if isinstance(fedbuff, DpFedBuff) and fedbuff.last_release
+                    else {}
+                ),
             },
             timings={"time_model_aggregation": time.monotonic() - started},
         )

@@ -408,7 +408,8 @@ class APIClient:
           ``{"noise_multiplier": 1.1, "clip_norm": 1.0, "delta": 1e-5, "target_epsilon": 8.0}``;
           adaptive clipping with ``target_quantile`` (and ``clip_learning_rate``,
           ``count_noise_std``); ``noise_multiplier`` may be left out when ``target_epsilon`` is
-          given, ``sampling_rate`` and ``expected_clients`` default to 1 and ``requested_clients``.
+          given, ``sampling_rate`` and ``expected_clients`` default to 1 and ``requested_clients``
+          (K in an asynchronous session).
           The ε spent is in each round's ``round_data.privacy`` and the session's ``privacy``.
         - ``mode="async"``: buffered asynchronous aggregation (FedBuff); ``rounds`` is the number
           of model versions, each committed as a round. ``fedbuff`` holds its parameters, e.g.

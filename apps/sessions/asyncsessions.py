@@ -29,7 +29,7 @@ from apps.combiners.grpc_client import CombinerCallFailed
 from apps.combiners.models import Combiner
 from apps.models.models import Model
 from apps.models.services import model_commit
-from apps.sessions import orchestration
+from apps.sessions import orchestration, privacy
 from apps.sessions.choices import ControllerStateValue, RoundStatus, SessionStatus, SessionStep
 from apps.sessions.combiner_calls import call_combiners, combiner_client
 from apps.sessions.leases import LEASE, REDUCE_LEASE, LeaseLost, extend_lease, fenced
@@ -48,7 +48,7 @@ class AsyncConfigError(ValueError):
 
 
 def async_config_clean(
-    config: dict[str, Any], *, buffer_size: int, aggregator: str, aggregator_kwargs: Any, dp: Any
+    config: dict[str, Any], *, buffer_size: int, aggregator: str, aggregator_kwargs: Any
 ) -> dict[str, Any]:
     """The ``mode`` and ``fedbuff`` keys of a session_config as the session keeps them."""
     mode = config.get(MODE_KEY)
@@ -67,8 +67,6 @@ def async_config_clean(
         raise AsyncConfigError("session_config.fedbuff must be an object")
     if aggregator != "fedavg" or aggregator_kwargs:
         raise AsyncConfigError("an asynchronous session aggregates with FedBuff: leave aggregator fedavg")
-    if dp is not None:
-        raise AsyncConfigError("differential privacy is not available for asynchronous sessions yet")
     params = dict(fedbuff)
     if "buffer_size" not in params:
         if buffer_size < 1:
@@ -141,11 +139,18 @@ def _deadline() -> dt.datetime:
 
 
 def step_plan(session: Session, token: str) -> float | None:
-    """Choose the combiner and create the rounds of the versions still to make."""
+    """Choose the combiner and create the rounds of the versions still to make (as many as the
+    privacy budget allows, with differential privacy and a target ε)."""
     if session.rounds_completed >= session.rounds:
         with fenced(session.pk, token):
             orchestration.session_finish(session)
         return None
+    spent = privacy.privacy_budget_stop_reason(session)
+    if spent is not None:
+        with fenced(session.pk, token):
+            orchestration.session_stop_spent(session, spent)
+        return None
+    versions = privacy.rounds_within_budget(session, session.rounds - session.rounds_completed)
     required = max(session.clients_required, 1)
     combiners = list(Combiner.objects.order_by("name"))
     counts = orchestration.probe_online(combiners)
@@ -175,7 +180,7 @@ def step_plan(session: Session, token: str) -> float | None:
             "session_id": session.session_id,
         }
         first = None
-        for version in range(session.rounds_completed + 1, session.rounds + 1):
+        for version in range(session.rounds_completed + 1, session.rounds_completed + versions + 1):
             made = round_create(session=session, round_config={**config, "version": version})
             made.round_data = {"participants": [chosen], "version": version}
             made.save(update_fields=["round_data"])
@@ -283,6 +288,7 @@ def step_commit_version(session: Session, token: str) -> float | None:
             **current.round_data,
             **reduced.round_data,
             "staleness": report_data.get("staleness", []),
+            **privacy.round_privacy(session, current),
         }
         current.status = RoundStatus.FINISHED
         current.model_id = str(new_model.model_id)

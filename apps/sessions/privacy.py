@@ -9,8 +9,8 @@ Keys (see ``fedplane.privacy.DpConfig``): ``clip_norm`` C (the starting C with a
 rounds within it), ``delta`` δ (1e-5), ``target_epsilon`` (the session stops before a round would
 exceed it), ``sampling_rate`` q (1: every client may take part in every round; set it only if
 clients are sampled with that probability), ``expected_clients`` m (the denominator of the mean;
-the session's ``clients_requested``), and adaptive clipping: ``target_quantile``,
-``clip_learning_rate``, ``count_noise_std``. The combiners clip, add the noise and divide; the
+the session's ``clients_requested``, or K in an asynchronous session, where each model version is
+a release), and adaptive clipping: ``target_quantile``, ``clip_learning_rate``, ``count_noise_std``. The combiners clip, add the noise and divide; the
 controller books each release and stores ε at δ with the round (``round_data.privacy``).
 
 Each combiner aggregates its own clients, so the combiners' releases of one round compose in
@@ -179,6 +179,22 @@ def privacy_budget_stop_reason(session: Session) -> str | None:
         f"over the target ε={config.target_epsilon:g} (spent: ε={_epsilon(config, releases):.4g} "
         f"in {releases} round(s))."
     )
+
+
+def rounds_within_budget(session: Session, wanted: int) -> int:
+    """How many of ``wanted`` more rounds (or versions) the session's target ε allows."""
+    config = session_dp(session)
+    if config is None or config.target_epsilon is None or wanted <= 0:
+        return max(wanted, 0)
+    releases = _releases(session)
+    low, high = 0, wanted  # low rounds fit; find the most that do
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _epsilon(config, releases + middle) <= config.target_epsilon:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def session_privacy(session: Session) -> dict[str, Any] | None:

@@ -107,19 +107,6 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
         elif key in {"helper_type", "task"}:
             value = _as_str(value, name)
         cleaned[key] = value
-    if config.get(privacy.DP_KEY) is not None:
-        try:
-            extra[privacy.DP_KEY] = privacy.dp_config_clean(
-                config[privacy.DP_KEY],
-                rounds=cleaned.get("rounds", Session._meta.get_field("rounds").get_default()),
-                clients_requested=cleaned.get(
-                    "clients_requested", Session._meta.get_field("clients_requested").get_default()
-                ),
-                aggregator=cleaned.get("aggregator", "fedavg"),
-                aggregator_kwargs=cleaned.get("aggregator_kwargs"),
-            )
-        except privacy.DpConfigError as exc:
-            raise SessionError(str(exc)) from exc
     try:
         extra.update(
             asyncsessions.async_config_clean(
@@ -127,11 +114,27 @@ def clean_session_config(config: dict[str, Any]) -> dict[str, Any]:
                 buffer_size=cleaned.get("buffer_size", -1),
                 aggregator=cleaned.get("aggregator", "fedavg"),
                 aggregator_kwargs=cleaned.get("aggregator_kwargs"),
-                dp=config.get(privacy.DP_KEY),
             )
         )
     except asyncsessions.AsyncConfigError as exc:
         raise SessionError(str(exc)) from exc
+    if config.get(privacy.DP_KEY) is not None:
+        # The expected number of updates in a release: a round's clients, or a version's K.
+        expected = (
+            extra[asyncsessions.FEDBUFF_KEY]["buffer_size"]
+            if asyncsessions.FEDBUFF_KEY in extra
+            else cleaned.get("clients_requested", Session._meta.get_field("clients_requested").get_default())
+        )
+        try:
+            extra[privacy.DP_KEY] = privacy.dp_config_clean(
+                config[privacy.DP_KEY],
+                rounds=cleaned.get("rounds", Session._meta.get_field("rounds").get_default()),
+                clients_requested=expected,
+                aggregator=cleaned.get("aggregator", "fedavg"),
+                aggregator_kwargs=cleaned.get("aggregator_kwargs"),
+            )
+        except privacy.DpConfigError as exc:
+            raise SessionError(str(exc)) from exc
     cleaned["extra_config"] = extra
     return cleaned
 

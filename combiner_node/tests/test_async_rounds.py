@@ -118,3 +118,18 @@ def test_stop_ends_an_async_session_with_a_failed_report(node, make_client, cont
     report = wait_for(lambda: controller.bodies("/api/v1/rounds/11/reports"))[0]
     assert report["status"] == "Failed" and report["reason"] == "stopped"
     assert node.rounds.wait_idle(10)
+
+
+def test_an_async_session_with_dp_clips_and_reports_each_release(
+    node, make_client, controller, store, tmp_path
+):
+    model_id = seed_model(store, tmp_path)
+    a = make_client("a")
+    config = async_config(model_id, server_learning_rate=1.0)
+    config["dp"] = {"clip_norm": 1.0, "noise_multiplier": 0.0, "expected_clients": 2}
+    start(node.port, **config)
+    a.send_update(a.next_task(), layers(100.0), 10, tmp_path)
+    first = wait_for(lambda: controller.bodies("/api/v1/rounds/11/reports"))[0]
+    assert first["data"]["dp"]["clip_norm"] == 1.0 and first["data"]["dp"]["denominator"] == 2.0
+    # The delta (all 100s over 10 elements) is clipped to norm 1 and divided by m = 2.
+    assert version_value(store, tmp_path, first) == pytest.approx(1 / (2 * 10**0.5))

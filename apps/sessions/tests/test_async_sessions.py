@@ -29,6 +29,7 @@ from apps.sessions.tests.test_orchestration import (  # noqa: F401 (fixtures)
 )
 from combiner_node.node import CombinerNode
 from combiner_node.tests.conftest import TestClient
+from fedplane.privacy.accounting import epsilon_after
 
 
 @pytest.mark.django_db
@@ -45,8 +46,8 @@ from combiner_node.tests.conftest import TestClient
         ({"mode": "async", "fedbuff": [2]}, "fedbuff must be an object"),
         ({"mode": "async", "buffer_size": 2, "aggregator": "fedopt"}, "leave aggregator fedavg"),
         (
-            {"mode": "async", "buffer_size": 2, "dp": {"noise_multiplier": 1, "clip_norm": 1}},
-            "not available for asynchronous sessions",
+            {"mode": "async", "buffer_size": 2, "dp": {"noise_multiplier": -1, "clip_norm": 1}},
+            "noise_multiplier must be",
         ),
     ],
 )
@@ -61,6 +62,11 @@ def test_async_settings_are_kept_with_k_from_the_session_buffer_size() -> None:
     cleaned = clean_session_config({"mode": "async", "buffer_size": 3, "fedbuff": {"max_staleness": 2}})
     assert cleaned["extra_config"] == {"mode": "async", "fedbuff": {"max_staleness": 2, "buffer_size": 3}}
     assert clean_session_config({"mode": "sync"})["extra_config"] == {}
+    # With differential privacy, a version's expected number of updates is K.
+    private = clean_session_config(
+        {"mode": "async", "buffer_size": 3, "dp": {"noise_multiplier": 1.0, "clip_norm": 1.0}}
+    )
+    assert private["extra_config"]["dp"]["expected_clients"] == 3
 
 
 def online(*names: str) -> None:
@@ -169,3 +175,46 @@ def test_the_admin_form_creates_an_async_session(admin_client: Any) -> None:
     assert admin_client.post(add, form, follow=True).status_code == 200
     session = Session.objects.get(session_id="async-admin")
     assert session.extra_config == {"mode": "async", "fedbuff": {"max_staleness": 2, "buffer_size": 3}}
+
+
+def test_an_async_dp_session_books_each_version_and_stops_within_its_target(
+    combiner: CombinerNode,  # noqa: F811
+    make_client: Callable[[str], TestClient],  # noqa: F811
+    tmp_path: Path,
+    driven_here: None,  # noqa: F811
+) -> None:
+    def epsilon(versions: int) -> float:
+        return epsilon_after(versions, sampling_rate=1.0, noise_multiplier=2.0, delta=1e-5)
+
+    upload_package()
+    upload_seed()
+    client = make_client("client-1")
+    online("client-1")
+    target = (epsilon(2) + epsilon(3)) / 2
+    session = session_start_legacy(
+        {
+            "session_id": "async-dp",
+            "rounds": 5,
+            "round_timeout": 10,
+            "validate": False,
+            "mode": "async",
+            "fedbuff": {"buffer_size": 1},
+            "dp": {"noise_multiplier": 2.0, "clip_norm": 1.0, "target_epsilon": target},
+        }
+    )
+    answer = answer_training(client, 1.0, 10, tmp_path)
+
+    def tick() -> None:
+        try:
+            answer()
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, exc
+
+    done = drive(session, lambda s: s.status not in ACTIVE_SESSION_STATUSES, tick)
+    assert done.status == SessionStatus.STOPPED, done.status_reason
+    assert done.status_reason.startswith("Privacy budget reached")
+    rounds = list(Round.objects.filter(session=done).order_by("number"))
+    # Only the versions the budget allows were asked of the combiner.
+    assert [r.status for r in rounds] == [RoundStatus.FINISHED] * 2
+    assert [r.round_data["privacy"]["epsilon"] for r in rounds] == pytest.approx([epsilon(1), epsilon(2)])
+    assert all(r.round_data["privacy"]["clip_norm"] == 1.0 for r in rounds)
