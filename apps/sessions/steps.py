@@ -51,8 +51,9 @@ def run_steps(session_pk: int, wake: str | None, *, reduce_here: bool) -> None:
 
     Each step claims the session with the chain token its predecessor left, as a task enqueued
     for it would: a wake meanwhile starts a new chain, and this one stops. The short task hands a
-    reduce to the reduce's task; the reduce's task follows only into a reduce (from the training
-    step), since the steps after it are held to the short task's limits.
+    reduce to the reduce's task. The reduce's task goes on into the short steps after a reduce
+    that left time (a short step's lease, not the task's limit, guards what it does: its outward
+    calls are read-only probes, or Start calls made under a lease renewed to outlast their deadline).
     """
     started = time.monotonic()
     delay = orchestration.session_advance(session_pk=session_pk, reduce_here=reduce_here, wake=wake)
@@ -60,7 +61,7 @@ def run_steps(session_pk: int, wake: str | None, *, reduce_here: bool) -> None:
         if delay != 0.0 or time.monotonic() - started > INLINE_SECONDS:
             break
         step, token = leases.step_and_wake_token(session_pk) or ("", None)
-        if not token or (step == SessionStep.REDUCING) != reduce_here:
+        if not token or (step == SessionStep.REDUCING and not reduce_here):
             break
         delay = orchestration.session_advance(session_pk=session_pk, reduce_here=reduce_here, wake=token)
     enqueue_step(session_pk, delay)

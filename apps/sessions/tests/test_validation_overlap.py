@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from apps.sessions import orchestration
+from apps.sessions import orchestration, steps
 from apps.sessions.choices import RoundStatus, SessionStep
 from apps.sessions.models import Session
 from apps.sessions.tests.fake_combiners import fake_combiners
@@ -43,3 +43,27 @@ def test_the_last_round_waits_for_its_validations(fs_storage: Any, tmp_path: Pat
     assert [start["task"] for start in starts] == ["validation"]
     assert session.step == SessionStep.VALIDATING
     assert session.current_round.status == RoundStatus.SUCCESS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stored_report_leads_one_task_through_the_reduce_to_the_next_rounds_start(
+    fs_storage: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[tuple[str, float]] = []
+    for task in (steps.session_advance, steps.session_reduce):
+        monkeypatch.setattr(
+            task,
+            "apply_async",
+            lambda args, kwargs=None, countdown=None, name=task.name: sent.append((name, countdown)),
+        )
+    with fake_combiners({"north": (["c1"], 0.0)}) as fakes:
+        session = reducing_session(tmp_path, {"north": npz_bytes(1.0)})
+        Session.objects.filter(pk=session.pk).update(step=SessionStep.TRAINING, validate=True, rounds=2)
+        session.refresh_from_db()
+        session.current_round.round_data = {**session.current_round.round_data, "participants": ["north"]}
+        session.current_round.save()
+        steps.session_reduce(session.pk, wake=session.wake_token)
+        assert [start["task"] for start in fakes["north"].starts] == ["validation", "training"]
+    session.refresh_from_db()
+    assert session.step == SessionStep.TRAINING and session.current_round.number == 2
+    assert sent == [("fl_sessions.session_advance", orchestration.POLL_SECONDS)]
