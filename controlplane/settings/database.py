@@ -1,3 +1,5 @@
+import sys
+
 import dj_database_url
 
 from controlplane.settings.env import VAR_DIR, env_int, env_str
@@ -18,6 +20,10 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if sys.argv[1:2] == ["runserver"]:
+    # The development server runs each request on a new thread: a kept connection would outlive
+    # its thread, and a busy test federation would run the database out of connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["ENGINE"] = SQLITE_ENGINE
     # Opening the file costs nothing; a kept connection would only hold it open.

@@ -1,0 +1,46 @@
+"""How long a server database's connection is kept, per process kind."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+PRINT_SETTINGS = """
+import json, sys
+sys.argv = {argv!r}
+from controlplane.settings import database
+print(json.dumps(database.DATABASES["default"]["CONN_MAX_AGE"]))
+"""
+
+
+def conn_max_age(argv: list[str], **environ: str) -> object:
+    env = {**os.environ, "DATABASE_URL": "postgres://fp:fp@127.0.0.1:5432/fp", **environ}
+    env.pop("DATABASE_CONN_MAX_AGE", None)
+    env.update(environ)
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS.format(argv=argv)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_served_processes_keep_their_connection() -> None:
+    assert conn_max_age(["gunicorn"]) == 60
+    assert conn_max_age(["celery"], DATABASE_CONN_MAX_AGE="15") == 15
+
+
+def test_the_development_server_connects_per_request() -> None:
+    # Each of its requests runs on a new thread, which a kept connection would outlive.
+    assert conn_max_age(["manage.py", "runserver"], DATABASE_CONN_MAX_AGE="60") == 0
+
+
+def test_sqlite_connects_per_request() -> None:
+    assert conn_max_age(["gunicorn"], DATABASE_URL="sqlite:////tmp/fp-settings-test.sqlite3") == 0
