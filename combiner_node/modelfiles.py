@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -121,6 +121,9 @@ class ModelFiles:
         self._uploads: dict[str, collections.OrderedDict[str, None]] = {}
         self._owners: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Stages a global model that is no longer staged, or raises FileNotFoundError (set by the
+        # round handler, which reads the store).
+        self.fetch_missing: Callable[[str], Path] | None = None
 
     # Global models -------------------------------------------------------------------------
 
@@ -205,14 +208,20 @@ class ModelFiles:
         return shutil.disk_usage(self.updates_dir).free - self.limits.disk_reserve_bytes
 
     def read_chunks(self, model_id: str) -> Iterator[bytes]:
-        path = self.staged_path(model_id)
-        if path is None:
-            raise FileNotFoundError(model_id)
         # Opened before the first chunk so a concurrent eviction cannot pull the file away mid-stream.
-        handle = path.open("rb")
+        handle = self._open_global(model_id)
         with handle:
             while chunk := handle.read(CHUNK_BYTES):
                 yield chunk
+
+    def _open_global(self, model_id: str) -> IO[bytes]:
+        path = self.staged_path(model_id)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):  # evicted since the look-up
+                return path.open("rb")
+        if self.fetch_missing is None:
+            raise FileNotFoundError(model_id)
+        return self.fetch_missing(model_id).open("rb")
 
     # Model updates -------------------------------------------------------------------------
 

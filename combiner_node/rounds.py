@@ -112,6 +112,11 @@ def training_examples(meta_text: str) -> int:
     return value
 
 
+# Global models a client may still download: one per task it may hold queued. An asynchronous
+# session's versions are validated together once it has made the last one, a task on each.
+GRANTED_PER_CLIENT = 128
+
+
 class RoundHandler:
     def __init__(
         self,
@@ -149,6 +154,8 @@ class RoundHandler:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
+        # A download of a global model that has left the staged files fetches it again.
+        files.fetch_missing = self._restage
 
     # Control ---------------------------------------------------------------------------------
 
@@ -236,7 +243,9 @@ class RoundHandler:
 
     def _grant(self, task: fedn_pb2.TaskRequest) -> None:
         with self._lock:
-            granted = self._granted.setdefault(task.receiver.name, collections.deque(maxlen=4))
+            granted = self._granted.setdefault(
+                task.receiver.name, collections.deque(maxlen=GRANTED_PER_CLIENT)
+            )
             if task.model_id not in granted:
                 granted.append(task.model_id)
 
@@ -432,6 +441,19 @@ class RoundHandler:
             raise RoundFailed(f"could not fetch global model {model_id}: {exc}") from exc
         except OSError as exc:  # e.g. no room left on the combiner's disk
             raise RoundFailed(f"could not stage global model {model_id}: {exc}") from exc
+
+    def _restage(self, model_id: str) -> Path:
+        """A global model a client asks for after later ones pushed it out of the staged files
+        (e.g. the validations of an asynchronous session's versions, sent together): staged from
+        the store again, if some client was sent a task on it."""
+        with self._lock:
+            granted = any(model_id in models for models in self._granted.values())
+        if not granted:
+            raise FileNotFoundError(model_id)
+        try:
+            return self._stage(model_id)
+        except RoundFailed as exc:
+            raise FileNotFoundError(model_id) from exc
 
     def _select(self, wanted: int) -> list[str]:
         online = self.registry.online_names()

@@ -266,6 +266,22 @@ def test_stop_ends_the_round_and_a_queued_start_runs_next(node, make_client, con
     assert report_of(controller, "8")["status"] == "Success"
 
 
+def test_validations_asked_together_each_send_their_model(node, make_client, controller, store, tmp_path):
+    """More validations queued at once than global models stay staged (an asynchronous session's
+    versions at its end): each model is still sent, staged again from the store when evicted."""
+    client = make_client("v1")
+    model_ids = [seed_model(store, tmp_path) for _ in range(9)]
+    for number, model_id in enumerate(model_ids, start=1):
+        start(node.port, **round_config(model_id, task="validation", round_id=str(number)))
+    tasks = [client.next_task() for _ in model_ids]
+    assert [task.model_id for task in tasks] == model_ids
+    for task in tasks:
+        payload, responses = client.download(task.model_id)
+        assert responses[-1].status == fedn_pb2.OK, responses[-1].message
+        with store.open_read(f"models/{task.model_id}.npz") as stored:
+            assert payload == stored.read()
+
+
 def test_validation_round_sends_tasks_and_forwards_results(node, make_client, controller, store, tmp_path):
     model_id = seed_model(store, tmp_path)
     clients = [make_client("v1"), make_client("v2")]
