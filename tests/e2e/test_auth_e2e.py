@@ -40,7 +40,7 @@ SESSION = "e2e-auth"
 REVOKE_SESSION = "e2e-auth-revoke"
 DIGITS = ROOT / "examples" / "digits" / "client"
 # Enough rounds (about 2 s each) to outlast the combiner's revocation poll of 5 s.
-ROUNDS_AFTER_REVOCATION = 8
+ROUNDS_AFTER_REVOCATION = 12
 
 
 def jti_of(token: str) -> str:
@@ -273,9 +273,10 @@ def test_a_token_revoked_during_a_session_is_refused_and_the_others_finish(secur
     federation.start_session(REVOKE_SESSION, rounds=ROUNDS_AFTER_REVOCATION, round_timeout=30, min_clients=2)
     federation.wait_training(REVOKE_SESSION)
 
-    revoked_at = time.monotonic()
     done = federation.manage("fedplane_token", "--revoke", jti_of(doomed), "--reason", "e2e: laptop lost")
     assert done.returncode == 0, done.stderr
+    # Timed from the revocation's commit: the command's own start-up is not the combiner's delay.
+    revoked_at = time.monotonic()
     rest = requests.post(
         f"{federation.url}/add_client",
         json={"client_id": DOOMED, "name": DOOMED, "preferred_combiner": COMBINER},
@@ -302,7 +303,7 @@ def test_a_token_revoked_during_a_session_is_refused_and_the_others_finish(secur
     federation.wait_for("the combiner to refuse the revoked token", refused, 20, interval=0.25)
     rounds_before_refusal = len(federation.session_rounds(REVOKE_SESSION))
     print(f"\nrevoked token refused by the combiner {refused_after[0]:.1f} s after revocation")
-    assert refused_after[0] <= 15
+    assert refused_after[0] <= 5
 
     session = federation.wait_session_end(REVOKE_SESSION, timeout=240)
     assert session["status"] == "Finished", federation.diagnostics()
