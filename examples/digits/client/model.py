@@ -16,6 +16,8 @@ Which part of the data a client trains on:
 - FEDPLANE_NON_IID=1 gives each client two label-sorted shards instead of an even random split.
 A fixed 20% test split (same seed everywhere) is held out from every client's training data.
 Hyperparameters: FEDPLANE_EPOCHS (2), FEDPLANE_BATCH_SIZE (16), FEDPLANE_LR (0.3).
+A slower device: FEDPLANE_EPOCH_SECONDS makes each local epoch take at least that many seconds
+(training pads its own time with a sleep), so a client with 5x the value trains 5x slower.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import sys
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +209,14 @@ def _hyperparameters() -> dict[str, float | int]:
     }
 
 
+def _pad_training(started: float, epochs: int) -> None:
+    """Sleep until `epochs` epochs took FEDPLANE_EPOCH_SECONDS each (a slower device's pace)."""
+    per_epoch = float(os.environ.get("FEDPLANE_EPOCH_SECONDS") or 0)
+    remaining = started + per_epoch * epochs - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -234,6 +245,7 @@ def train(
     batch_size = int(params["batch_size"] if batch_size is None else batch_size)
     lr = float(params["lr"] if lr is None else lr)
 
+    started = time.monotonic()
     split = client_split(index, clients, non_iid=skewed)
     weights = load_model(in_path)
     # Seeded by client and incoming model: reruns reproduce, rounds and clients differ.
@@ -247,6 +259,7 @@ def train(
         lr=lr,
         rng=np.random.default_rng(seed),
     )
+    _pad_training(started, epochs)
     save_model(trained, out_path)
     metadata = {"num_examples": len(split.y_train), "batch_size": batch_size, "epochs": epochs, "lr": lr}
     with open(f"{out_path}-metadata", "w") as fh:
