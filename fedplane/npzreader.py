@@ -395,9 +395,13 @@ class _MemberInflater:
         filled = 0
         try:
             while filled < size:
-                if not self._input:
+                if not self._input and self._position < self._end:
                     self._input = self._next_input()
+                # With all input read, zlib may still hold output an earlier bounded call left
+                # pending: an empty input drains it, and only nothing coming back is truncation.
                 piece = self._zlib.decompress(self._input, size - filled)
+                if not piece and not self._input:
+                    raise ModelFileError(f"member {self._name!r}: unexpected end of data (truncated)")
                 self._input = self._zlib.unconsumed_tail
                 view[filled : filled + len(piece)] = piece
                 filled += len(piece)
