@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from combiner_node.auth import AuthSettings
+from combiner_node.gcpacing import CollectorPacing
 from combiner_node.node import CombinerNode, NodeSettings
 from combiner_node.reporter import RegistrationRefused, RegistrationTimeout, register_combiner
 from combiner_node.server import TlsConfig
@@ -230,6 +231,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     node.start()
+    # This process is the combiner alone: its collector can be paced for its thousands of streams.
+    pacing = CollectorPacing()
+    pacing.start()
     try:
         if not args.no_register:
             register_combiner(
@@ -258,5 +262,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             logger.error("%s", exc)
             return 1
     finally:
+        pacing.stop()
         node.stop(grace=args.grace)
     return 0
