@@ -22,7 +22,14 @@ from fedplane import numpyhelper
 from fedplane.aggregators.base import Aggregator, InvalidUpdate, ModelSpec, check_finite, open_model
 from fedplane.aggregators.fedavg import WeightedSum
 from fedplane.numpyhelper import LayerReader
-from fedplane.privacy import AdaptiveClipNorm, DpConfig, clip_delta, make_rng, noisy_mean_in_place
+from fedplane.privacy import (
+    AdaptiveClipNorm,
+    DpConfig,
+    clip_delta,
+    make_rng,
+    noisy_mean_in_place,
+    release_record,
+)
 
 __all__ = ["DpFedAvg"]
 
@@ -85,17 +92,16 @@ class DpFedAvg(Aggregator):
                 self._sum.layers, base, denominator=denominator, noise_std=noise_std, rng=self._rng
             )
         numpyhelper.save(self._sum.shaped(), out_path)
-        next_clip_norm = clip_norm
-        if self._adaptive is not None:
-            next_clip_norm = self._adaptive.update(self._within_clip, self._rng)
-        self.last_release = {
-            "clip_norm": clip_norm,
-            "noise_std": noise_std,
-            "noise_multiplier": self.config.noise_multiplier,
-            "denominator": denominator,
-            "updates": count,
-            "next_clip_norm": next_clip_norm,
-        }
+        self.last_release = release_record(
+            clip_norm=clip_norm,
+            noise_std=noise_std,
+            noise_multiplier=self.config.noise_multiplier,
+            denominator=denominator,
+            updates=count,
+            adaptive=self._adaptive,
+            within_clip=self._within_clip,
+            rng=self._rng,
+        )
 
     def _discard_round(self) -> None:
         self._sum = None

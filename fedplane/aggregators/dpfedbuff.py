@@ -18,7 +18,14 @@ from fedplane import numpyhelper
 from fedplane.aggregators.base import BLOCK_ELEMS, InvalidUpdate, check_finite, check_num_examples, open_model
 from fedplane.aggregators.fedavg import WeightedSum
 from fedplane.aggregators.fedbuff import FedBuff
-from fedplane.privacy import AdaptiveClipNorm, DpConfig, clip_delta, make_rng, noisy_mean_in_place
+from fedplane.privacy import (
+    AdaptiveClipNorm,
+    DpConfig,
+    clip_delta,
+    make_rng,
+    noisy_mean_in_place,
+    release_record,
+)
 
 __all__ = ["DpFedBuff"]
 
@@ -107,17 +114,16 @@ class DpFedBuff(FedBuff):
                     block_elems=self.block_elems,
                 )
             numpyhelper.save(self._sum.shaped(), out)
-            next_clip_norm = clip_norm
-            if self._adaptive is not None:
-                next_clip_norm = self._adaptive.update(self._within_clip, self._rng)
-            self.last_release = {
-                "clip_norm": clip_norm,
-                "noise_std": noise_std,
-                "noise_multiplier": self.dp.noise_multiplier,
-                "denominator": denominator,
-                "updates": self._count,
-                "next_clip_norm": next_clip_norm,
-            }
+            self.last_release = release_record(
+                clip_norm=clip_norm,
+                noise_std=noise_std,
+                noise_multiplier=self.dp.noise_multiplier,
+                denominator=denominator,
+                updates=self._count,
+                adaptive=self._adaptive,
+                within_clip=self._within_clip,
+                rng=self._rng,
+            )
             self._sum = None
             self._global_path, self._version = out, self._version + 1
             self._sum, self._count, self._within_clip = WeightedSum(spec, self.block_elems), 0, 0

@@ -8,7 +8,7 @@
   per-session ledger. Import it by name: it needs dp-accounting, which only the server installs.
 """
 
-from fedplane.privacy.adaptive import AdaptiveClipNorm
+from fedplane.privacy.adaptive import AdaptiveClipNorm, release_record
 from fedplane.privacy.config import DpConfig, delta_noise_multiplier
 from fedplane.privacy.mechanism import (
     ClippedDelta,
@@ -31,4 +31,5 @@ __all__ = [
     "delta_noise_multiplier",
     "make_rng",
     "noisy_mean_in_place",
+    "release_record",
 ]

@@ -72,3 +72,27 @@ class AdaptiveClipNorm:
         fraction = self.noisy_fraction(within_clip, rng)
         self.clip_norm *= math.exp(-self.learning_rate * (fraction - self.target_quantile))
         return self.clip_norm
+
+
+def release_record(
+    *,
+    clip_norm: float,
+    noise_std: float,
+    noise_multiplier: float,
+    denominator: float,
+    updates: int,
+    adaptive: AdaptiveClipNorm | None,
+    within_clip: int,
+    rng: np.random.Generator,
+) -> dict[str, float | int]:
+    """What a noisy release used, for the round's report; adaptive clipping then takes its step,
+    and ``next_clip_norm`` is the C the next release will clip to."""
+    next_clip_norm = adaptive.update(within_clip, rng) if adaptive is not None else clip_norm
+    return {
+        "clip_norm": clip_norm,
+        "noise_std": noise_std,
+        "noise_multiplier": noise_multiplier,
+        "denominator": denominator,
+        "updates": updates,
+        "next_clip_norm": next_clip_norm,
+    }
