@@ -41,9 +41,9 @@ pytestmark = [
 ]
 
 CLIENTS = {"client-1": "combiner-a", "client-2": "combiner-a"}
-# A round of the digits example takes under two seconds here: enough rounds that the dashboard,
-# refreshing every 3 s, sees several of them end.
-LIVE_ROUNDS = 8
+# A round of the digits example takes 0.5-2 s here: enough rounds that the session outlasts
+# several of the dashboard's refreshes (every 3 s) and it sees rounds end between them.
+LIVE_ROUNDS = 30
 # The idle dashboard looks for a new session every 15 s (apps/console/dashboard.py).
 PICKUP_TIMEOUT = 30.0
 # Seconds: each wait on the console ends by then.
