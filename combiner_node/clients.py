@@ -28,31 +28,24 @@ class TaskQueue:
     """A client's pending TaskRequests; unlike queue.Queue it can drop a finished round's tasks.
 
     Rounds put from their thread; task streams take with `next_task`, a coroutine on the gRPC loop,
-    woken through that loop (`get` is the blocking form, for threads).
+    woken through that loop.
     """
 
     def __init__(self) -> None:
         self._items: collections.deque[fedn_pb2.TaskRequest] = collections.deque()
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def _notify(self) -> None:
         """Wake every waiter; called with the lock held."""
-        self._ready.notify_all()
         for loop, woken in self._waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed: its server stopped
                 loop.call_soon_threadsafe(_resolve, woken)
 
     def put(self, task: fedn_pb2.TaskRequest) -> None:
-        with self._ready:
+        with self._lock:
             self._items.append(task)
             self._notify()
-
-    def get(self, timeout: float) -> fedn_pb2.TaskRequest | None:
-        with self._ready:
-            if not self._items:
-                self._ready.wait(timeout)
-            return self._items.popleft() if self._items else None
 
     async def next_task(self, timeout: float) -> fedn_pb2.TaskRequest | None:
         """The next task, waiting at most `timeout` s; None when none came or on `wake`."""
@@ -61,7 +54,7 @@ class TaskQueue:
         # cost each wait a task of its own.
         woken: asyncio.Future[None] = loop.create_future()
         waiter = (loop, woken)
-        with self._ready:
+        with self._lock:
             if self._items:
                 return self._items.popleft()
             self._waiters.append(waiter)
@@ -70,25 +63,25 @@ class TaskQueue:
             await woken
         finally:
             timer.cancel()
-            with self._ready:
+            with self._lock:
                 self._waiters.remove(waiter)
-        with self._ready:
+        with self._lock:
             return self._items.popleft() if self._items else None
 
     def wake(self) -> None:
         """Release waiting takers early (stream closed, credentials revoked or server stopping)."""
-        with self._ready:
+        with self._lock:
             self._notify()
 
     def discard(self, correlation_ids: set[str]) -> int:
-        with self._ready:
+        with self._lock:
             kept = [task for task in self._items if task.correlation_id not in correlation_ids]
             dropped = len(self._items) - len(kept)
             self._items = collections.deque(kept)
             return dropped
 
     def __len__(self) -> int:
-        with self._ready:
+        with self._lock:
             return len(self._items)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from datetime import UTC, datetime, timedelta
@@ -46,8 +47,9 @@ def test_task_queue_discards_finished_round_tasks() -> None:
     tasks.put(fedn_pb2.TaskRequest(correlation_id="old"))
     tasks.put(fedn_pb2.TaskRequest(correlation_id="new"))
     assert registry.discard_tasks({"old"}) == 1
-    assert tasks.get(timeout=0.1).correlation_id == "new"
-    assert tasks.get(timeout=0.05) is None
+    first = asyncio.run(tasks.next_task(timeout=0.1))
+    assert first is not None and first.correlation_id == "new"
+    assert asyncio.run(tasks.next_task(timeout=0.05)) is None
 
 
 def test_heartbeats_make_clients_online_and_silence_makes_them_offline(node, make_client, controller):
