@@ -152,10 +152,12 @@ class CombinerServicer(fedn_pb2_grpc.CombinerServicer):
         state = self.registry.open_stream(client, capacity=self.max_clients)
         if state is None:
             logger.info("task stream refused client=%s reason=full max_clients=%d", client, self.max_clients)
+            # UNAVAILABLE, not RESOURCE_EXHAUSTED: FEDn 0.9.5's client waits 5 s before it asks
+            # again after UNAVAILABLE, and retries at once, in a tight loop, after any other code.
             await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"Combiner {self.name} is full: {self.max_clients} clients connected (max_clients). "
-                "Ask the controller for another combiner (/add_client).",
+                grpc.StatusCode.UNAVAILABLE,
+                f"Combiner {self.name} is full: its max_clients ({self.max_clients}) clients are "
+                "connected. Ask the controller for another combiner (/add_client).",
             )
         tasks = state.tasks
         text = f"Client {client} connecting to TaskStream."
