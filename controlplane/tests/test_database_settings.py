@@ -17,7 +17,7 @@ print(json.dumps(database.DATABASES["default"]["CONN_MAX_AGE"]))
 
 
 def conn_max_age(argv: list[str], **environ: str) -> object:
-    env = {**os.environ, "DATABASE_URL": "postgres://fp:fp@127.0.0.1:5432/fp", **environ}
+    env = {**os.environ, "DATABASE_URL": "postgres://fp:fp@127.0.0.1:5432/fp"}
     env.pop("DATABASE_CONN_MAX_AGE", None)
     env.update(environ)
     result = subprocess.run(
