@@ -114,11 +114,11 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos and README aside
 	@$(call run_pytest,-m "not chaos and not readme" $(PYTEST_ARGS))
 
-test-chaos-short: install ## the short chaos pass (10 rounds, 4 faults) with the current environment
+test-chaos-short: install ## the short chaos pass (20 rounds, 4 faults) with the current environment
 	@$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_short $(PYTEST_ARGS))
 
 # Uses the services when they are up (and leaves them up); otherwise starts them and stops them after.
-test-chaos: deps install ## chaos: 20 rounds under SIGKILLs on PostgreSQL+Redis+S3 (FEDPLANE_CHAOS_SEED=n replays)
+test-chaos: deps install ## chaos: 40 rounds under SIGKILLs on PostgreSQL+Redis+S3 (FEDPLANE_CHAOS_SEED=n replays)
 	@$(hold_services_lock); \
 	if $(SERVICES) status >/dev/null 2>&1; then echo "== using the running services"; \
 	else trap '$(SERVICES) stop' EXIT; $(SERVICES) start 9>&-; fi; \
