@@ -44,3 +44,37 @@ def test_the_development_server_connects_per_request() -> None:
 
 def test_sqlite_connects_per_request() -> None:
     assert conn_max_age(["gunicorn"], DATABASE_URL="sqlite:////tmp/fp-settings-test.sqlite3") == 0
+
+
+PRINT_OPTIONS = """
+import json
+from controlplane.settings import database
+settings = database.DATABASES["default"]
+print(json.dumps([settings["ENGINE"], settings.get("OPTIONS", {})]))
+"""
+
+
+def engine_and_options(**environ: str) -> list:
+    env = {**os.environ, "DATABASE_URL": "postgres://fp:fp@127.0.0.1:5432/fp"}
+    env.pop("DATABASE_PREPARED_STATEMENTS", None)
+    env.update(environ)
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_OPTIONS],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_postgresql_prepares_repeated_statements_unless_told_not_to() -> None:
+    engine, options = engine_and_options()
+    assert engine == "controlplane.postgresql"
+    assert options == {"server_side_binding": True, "prepare_threshold": 5}
+    # For a pooler in transaction mode, which would run a prepared statement on another connection.
+    engine, options = engine_and_options(DATABASE_PREPARED_STATEMENTS="0")
+    assert engine == "controlplane.postgresql"
+    assert "server_side_binding" not in options and "prepare_threshold" not in options
