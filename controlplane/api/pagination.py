@@ -2,6 +2,7 @@
 
 import hashlib
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from django.core.cache import cache
@@ -80,39 +81,48 @@ def _compiled(queryset: QuerySet) -> tuple[str, tuple[Any, ...]] | None:
         return None
 
 
-def _digest(queryset: QuerySet, compiled: tuple[str, tuple[Any, ...]] | None = None) -> str | None:
-    """A key naming the queryset's rows and order (None: it can match nothing)."""
-    compiled = compiled or _compiled(queryset)
-    if compiled is None:
-        return None
-    sql, params = compiled
-    return hashlib.sha256(f"{queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
+class Listing:
+    """A list's rows as a request asks for them: its queryset, written out without its ordering at
+    most once. That SQL names the list's rows (whatever their order) for the cached total and the
+    cached page positions, and is what is counted; writing it costs as much as running a page."""
+
+    def __init__(self, queryset: QuerySet) -> None:
+        self.queryset = queryset
+
+    @cached_property
+    def unordered_sql(self) -> tuple[str, tuple[Any, ...]] | None:
+        return _compiled(self.queryset.order_by())
+
+    @cached_property
+    def digest(self) -> str | None:
+        """A key naming the list's rows (None: it can match nothing)."""
+        if self.unordered_sql is None:
+            return None
+        sql, params = self.unordered_sql
+        return hashlib.sha256(f"{self.queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
+
+    def count(self) -> int:
+        """The list's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
+        if self.unordered_sql is None or self.digest is None:
+            return 0
+        key = f"fedplane:count:{self.digest}"
+        cached = cache.get(key)
+        if cached is not None:
+            return int(cached)
+        sql, params = self.unordered_sql
+        # What QuerySet.count() asks of a sliced or distinct queryset; the database reads the same
+        # index as for a plain COUNT(*), without the subquery's columns.
+        with connections[self.queryset.db].cursor() as cursor:
+            cursor.execute(f"SELECT COUNT(*) FROM ({sql}) counted", params)
+            (count,) = cursor.fetchone()
+        if count >= CACHED_COUNT_FLOOR:
+            cache.set(key, count, COUNT_CACHE_SECONDS)
+        return count
 
 
 def count_of(queryset: QuerySet) -> int:
-    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR).
-
-    The queryset is written out once, without its ordering (the total does not depend on it, and it
-    costs as much to write as the rest): that SQL names the cached total and is what is counted.
-    """
-    unordered = queryset.order_by()
-    compiled = _compiled(unordered)
-    digest = _digest(unordered, compiled)
-    if compiled is None or digest is None:
-        return 0
-    key = f"fedplane:count:{digest}"
-    cached = cache.get(key)
-    if cached is not None:
-        return int(cached)
-    sql, params = compiled
-    # What QuerySet.count() asks of a sliced or distinct queryset; the database reads the same
-    # index as for a plain COUNT(*), without the subquery's columns.
-    with connections[unordered.db].cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM ({sql}) counted", params)
-        (count,) = cursor.fetchone()
-    if count >= CACHED_COUNT_FLOOR:
-        cache.set(key, count, COUNT_CACHE_SECONDS)
-    return count
+    """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
+    return Listing(queryset).count()
 
 
 def sort_key(queryset: QuerySet) -> tuple[str, bool] | None:
@@ -163,16 +173,18 @@ def _position_of(queryset: QuerySet, field: str) -> Callable[[Any], tuple[Any, A
     return None
 
 
-def read_page(queryset: QuerySet, skip: int, limit: int) -> list[Any]:
-    """Rows skip..skip+limit of an ordered queryset."""
+def read_page(listing: Listing, skip: int, limit: int) -> list[Any]:
+    """Rows skip..skip+limit of an ordered list."""
+    queryset = listing.queryset
     if skip < DEFERRED_JOIN_SKIP:
         return list(queryset[skip : skip + limit])
     sorted_by = sort_key(queryset)
-    digest = _digest(queryset)
-    if sorted_by is None or digest is None:
+    if sorted_by is None or listing.digest is None:
         keys = list(queryset.values_list("pk", flat=True)[skip : skip + limit])
         return list(queryset.filter(pk__in=keys)) if keys else []
     field, descending = sorted_by
+    # Positions are of the rows in this order: the key names the rows and their sort.
+    digest = f"{listing.digest}:{field}:{'desc' if descending else 'asc'}"
     anchor = cache.get(f"fedplane:page:{digest}:{skip}")
     position = _position_of(queryset, field)
     if anchor is not None and position is not None:
@@ -213,12 +225,13 @@ class HeaderLimitOffsetPagination(BasePagination):
         if not queryset.ordered:
             raise ValueError("Refusing to paginate an unordered queryset")
         limit, skip = page_window(request)
-        page = read_page(queryset, skip, limit)
+        listing = Listing(queryset)
+        page = read_page(listing, skip, limit)
         # A page that ends before its limit ends the list, so the total is known without counting.
         if len(page) < limit and (page or skip == 0):
             self.count = skip + len(page)
         else:
-            self.count = count_of(queryset)
+            self.count = listing.count()
         return page
 
     def get_paginated_response(self, data: list[Any]) -> Response:
