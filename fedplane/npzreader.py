@@ -33,6 +33,11 @@ from typing import IO, BinaryIO
 
 import numpy as np
 
+try:  # isal inflates and checksums several times faster; the SDK (pip install .) falls back to zlib
+    from isal import isal_zlib as _deflate
+except ImportError:
+    _deflate = zlib
+
 __all__ = ["LOCAL_HEADER", "MAX_LAYERS", "LayerReader", "ModelFileError", "NpzArchive", "open_layers"]
 
 _ZIP_LOCAL_MAGIC = b"PK\x03\x04"
@@ -52,6 +57,8 @@ _INFLATE_INPUT_BYTES = 64 << 10
 # models have at most a few thousand layers, and numpy's directory entries take under 200 bytes.
 MAX_LAYERS = 16_384
 _MAX_DIRECTORY_ENTRY_BYTES = 512
+# What a damaged deflate stream raises: zipfile's reader uses zlib, the member inflater _deflate.
+_INFLATE_ERRORS = (zlib.error, _deflate.error)
 _NUMERIC_KINDS = "biuf"
 _LAYER_NAME = re.compile(r"(0|[1-9][0-9]{0,8})(\.npy)?")
 
@@ -353,7 +360,7 @@ def _unreadable_as_value_error() -> Iterator[None]:
     """Damaged archives surface from zipfile/zlib as many exception types; callers get ValueError."""
     try:
         yield
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, *_INFLATE_ERRORS, OSError, EOFError, NotImplementedError) as exc:
         raise ModelFileError(f"unreadable npz archive: {exc}") from exc
 
 
@@ -374,7 +381,7 @@ class _MemberInflater:
         self._left = entry.info.file_size
         self._expected_crc = entry.info.CRC
         self._crc = 0
-        self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._zlib = _deflate.decompressobj(-_deflate.MAX_WBITS)
         self._input = b""
         self._fill_view(memoryview(bytearray(entry.header_len)))  # the .npy header, parsed when indexed
 
@@ -405,9 +412,9 @@ class _MemberInflater:
                 self._input = self._zlib.unconsumed_tail
                 view[filled : filled + len(piece)] = piece
                 filled += len(piece)
-        except zlib.error as exc:
+        except _INFLATE_ERRORS as exc:
             raise ModelFileError(f"unreadable npz archive: {exc}") from exc
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = _deflate.crc32(view, self._crc)
         self._left -= size
         if not self._left and self._crc != self._expected_crc:
             raise ModelFileError(f"unreadable npz archive: Bad CRC-32 for file {self._name!r}")
