@@ -28,9 +28,10 @@ def combiner_client(combiner: Combiner) -> CombinerClient:
 
 
 def call_combiners(
-    combiners: Iterable[Combiner], call: Callable[[Combiner], T]
+    combiners: Iterable[Combiner], call: Callable[[Combiner], T], *, calls: int = 1
 ) -> dict[str, T | CombinerCallFailed]:
-    """`call` on every combiner at once; all answers (or errors) within about one gRPC deadline."""
+    """`call` on every combiner at once; all answers (or errors) within about one gRPC deadline,
+    or `calls` of them for a `call` that makes that many gRPC calls one after the other."""
     targets = list(combiners)
     if not targets:
         return {}
@@ -40,14 +41,14 @@ def call_combiners(
     try:
         futures = {pool.submit(call, combiner): combiner.name for combiner in targets}
         # Each call carries the gRPC deadline; the margin covers connecting and thread start.
-        done, _ = wait(futures, timeout=GRPC_TIMEOUT + 1.0)
+        done, _ = wait(futures, timeout=calls * GRPC_TIMEOUT + 1.0)
     finally:
         # A call past its deadline is abandoned, not awaited: its thread ends with its own deadline.
         pool.shutdown(wait=False, cancel_futures=True)
     results: dict[str, T | CombinerCallFailed] = {}
     for future, name in futures.items():
         if future not in done:
-            results[name] = CombinerUnreachable(f"no answer within {GRPC_TIMEOUT:g} s")
+            results[name] = CombinerUnreachable(f"no answer within {calls * GRPC_TIMEOUT:g} s")
             continue
         error = future.exception()
         if error is None:

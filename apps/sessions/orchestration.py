@@ -22,7 +22,8 @@ The order of a round, so that no side effect outside the database escapes the fe
 4. `reducing` runs in its own Celery task whose time limits fit its longer lease: it writes the
    combined artifact (an orphan at worst if the lease is lost), then commits the Model row, the
    round and the session's next step in one fenced transaction. Artifacts are deleted and
-   validation requests sent only after that commit.
+   validation requests sent only after that commit: the last round's at once; an earlier round's
+   by the next round's `starting`, just before its training Start (see `send_pending_validation`).
 """
 
 import datetime as dt
@@ -36,7 +37,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from apps.combiners.grpc_client import CombinerCallFailed
+from apps.combiners.grpc_client import CombinerCallFailed, CombinerUnreachable
 from apps.combiners.models import Combiner
 from apps.models.models import Model, artifact_key
 from apps.models.services import model_commit, model_get_active
@@ -174,11 +175,13 @@ def step_next_round(session: Session, token: str) -> float | None:
     current = session.current_round
     retrying = current is not None and current.status == RoundStatus.PENDING
     if not retrying and session.rounds_completed >= session.rounds:
+        send_pending_validation(session, token)
         with fenced(session.pk, token):
             session_finish(session)
         return None
     spent = privacy.privacy_budget_stop_reason(session)
     if spent is not None:
+        send_pending_validation(session, token)
         with fenced(session.pk, token):
             session_stop_spent(session, spent)
         return None
@@ -187,6 +190,8 @@ def step_next_round(session: Session, token: str) -> float | None:
     counts = probe_online(combiners)
     participants = [c.name for c in combiners if (counts.get(c.name) or 0) >= required]
     if not participants:
+        # No round starts now: the last committed model's validation goes out without it.
+        send_pending_validation(session, token)
         if session.step_deadline and timezone.now() > session.step_deadline:
             waited = f"No combiner had {required} online client(s) within {session.round_timeout} s."
             with fenced(session.pk, token):
@@ -241,12 +246,21 @@ def step_starting(session: Session, token: str) -> float:
     names = current.round_data.get("participants", [])
     # The combiner echoes the attempt in its report, so a late report of an earlier attempt is refused.
     config = {**current.round_config, "round_attempt": current.attempt}
+    # The previous round's validation, left to this start (step_reducing), goes out just before
+    # this round's tasks: each client runs its tasks in order, so it validates that model, then
+    # trains from it.
+    validated = pending_validation(session)
+    validating = set(validated.round_data["validation"]["pending"]) if validated is not None else set()
+    targets = list(Combiner.objects.filter(name__in=set(names) | validating).order_by("name"))
     # Fence before the side effect: the lease is ours and outlasts the Start calls' deadline.
     extend_lease(session.pk, token, LEASE)
     sent_at = timezone.now()
-    answers = call_combiners(
-        Combiner.objects.filter(name__in=names).order_by("name"),
-        lambda combiner: combiner_client(combiner).start(config),
+    answers, validation_answers = start_calls(
+        targets,
+        training=config,
+        training_on=set(names),
+        validation=validation_config(validated) if validated is not None else None,
+        validation_on=validating,
     )
     started = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerCallFailed))
     failed = [
@@ -256,6 +270,8 @@ def step_starting(session: Session, token: str) -> float:
     ]
     failed += [f"{name}: not registered" for name in sorted(set(names) - set(answers))]
     with fenced(session.pk, token):
+        if validated is not None:
+            record_validation(validated, validation_sent(session, validated, validation_answers))
         current.round_data = {**current.round_data, "participants": started, "start_failures": failed}
         # A retry keeps the first start: the round's duration counts the attempts it took.
         if started and current.started_at is None:
@@ -273,6 +289,53 @@ def step_starting(session: Session, token: str) -> float:
         session.save(update_fields=["step"])
         controller_state_set(ControllerStateValue.MONITORING, session)
     return POLL_SECONDS
+
+
+def start_calls(
+    combiners: list[Combiner],
+    *,
+    training: dict[str, Any],
+    training_on: set[str],
+    validation: dict[str, Any] | None,
+    validation_on: set[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Control.Start of the round on `training_on` and, just before it on each, of the validation on
+    `validation_on`; the answers (or CombinerCallFailed) of each, by combiner name.
+
+    One thread per combiner makes its two calls back to back, nothing in between: the combiner
+    holds both jobs before the clients, busy with the first tasks at once, leave it (and this
+    worker, and the database) short of CPU, which held the second call up by up to a second at
+    100 clients on 2 cores.
+    """
+
+    def start(combiner: Combiner) -> tuple[Any, Any]:
+        client = combiner_client(combiner)
+        asked: Any = None
+        if validation is not None and combiner.name in validation_on:
+            try:
+                asked = client.start(validation)
+            except CombinerCallFailed as exc:
+                asked = exc
+        started: Any = None
+        if combiner.name in training_on:
+            if isinstance(asked, CombinerUnreachable):
+                started = asked  # its deadline spent once is enough
+            else:
+                try:
+                    started = client.start(training)
+                except CombinerCallFailed as exc:
+                    started = exc
+        return asked, started
+
+    trained: dict[str, Any] = {}
+    validated: dict[str, Any] = {}
+    for name, answer in call_combiners(combiners, start, calls=2).items():
+        asked, started = (answer, answer) if isinstance(answer, CombinerCallFailed) else answer
+        if name in training_on:
+            trained[name] = started
+        if validation is not None and name in validation_on:
+            validated[name] = asked
+    return trained, validated
 
 
 def attempt_reports(current: Round) -> list[CombinerReport]:
@@ -416,6 +479,14 @@ def step_reducing(session: Session, token: str) -> float:
         # so it validates the new model before it trains from it (FEDn 0.9.5 moves on likewise).
         wait_for_validations = session.validate and session.rounds_completed + 1 >= session.rounds
         current.status = RoundStatus.SUCCESS if wait_for_validations else RoundStatus.FINISHED
+        if session.validate and not wait_for_validations:
+            # Asked for by the next round's start (step_starting), right before its training tasks:
+            # sent now, the clients would validate while the next round is being prepared, and the
+            # preparation, starved of CPU by them, would hold up its Start.
+            current.round_data = {
+                **current.round_data,
+                "validation": {"pending": [r.combiner for r in usable]},
+            }
         current.model_id = str(new_model.model_id)
         current.finished_at = timezone.now()
         current.save(update_fields=["status", "model_id", "round_data", "finished_at"])
@@ -443,14 +514,10 @@ def step_reducing(session: Session, token: str) -> float:
         for report in usable:
             if report.model_id != str(new_model.model_id):
                 artifacts.delete(artifact_key(report.model_id))
-    if session.validate:
+    if session.validate and wait_for_validations:
         sent, expected = send_validation(session, current, new_model, [r.combiner for r in usable])
         with fenced(session.pk, token):
-            current.round_data = {
-                **current.round_data,
-                "validation": {"combiners": sent, "expected": expected},
-            }
-            current.save(update_fields=["round_data"])
+            record_validation(current, (sent, expected))
     return 0.0
 
 
@@ -554,6 +621,16 @@ def send_validation(
         Combiner.objects.filter(name__in=list(combiner_names)).order_by("name"),
         lambda combiner: combiner_client(combiner).start(config),
     )
+    return validation_sent(session, current, answers)
+
+
+def validation_config(committed: Round) -> dict[str, Any]:
+    """The Start config asking for the validation of a committed round's model."""
+    return {**committed.round_config, "task": "validation", "model_id": committed.model_id or ""}
+
+
+def validation_sent(session: Session, current: Round, answers: dict[str, Any]) -> tuple[list[str], int]:
+    """Who accepted to validate the round's model, and how many validations to expect; a refusal is logged."""
     sent = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerCallFailed))
     for name, answer in sorted(answers.items()):
         if isinstance(answer, CombinerCallFailed):
@@ -564,6 +641,39 @@ def send_validation(
             )
     expected = len(current.round_data.get("participants_clients", [])) if sent else 0
     return sent, expected
+
+
+def pending_validation(session: Session) -> Round | None:
+    """The committed round whose validation is still to be asked for (step_reducing), if any."""
+    if not session.validate:
+        return None
+    last = session.round_set.filter(status=RoundStatus.FINISHED).order_by("-number").first()
+    if last is None or "pending" not in (last.round_data.get("validation") or {}):
+        return None
+    return last
+
+
+def record_validation(committed: Round, validation: tuple[list[str], int]) -> None:
+    """Note who was asked to validate the round's model and how many validations to expect (in a fence)."""
+    sent, expected = validation
+    committed.round_data = {**committed.round_data, "validation": {"combiners": sent, "expected": expected}}
+    committed.save(update_fields=["round_data"])
+
+
+def send_pending_validation(session: Session, token: str) -> None:
+    """Ask for the validation a committed round left to the next round's start, when no start
+    follows (the session ends, or waits for clients): every committed model is validated."""
+    committed = pending_validation(session)
+    if committed is None:
+        return
+    config = validation_config(committed)
+    extend_lease(session.pk, token, LEASE)
+    answers = call_combiners(
+        Combiner.objects.filter(name__in=committed.round_data["validation"]["pending"]).order_by("name"),
+        lambda combiner: combiner_client(combiner).start(config),
+    )
+    with fenced(session.pk, token):
+        record_validation(committed, validation_sent(session, committed, answers))
 
 
 def step_validating(session: Session, token: str) -> float:
@@ -638,6 +748,7 @@ def session_fail(session: Session, reason: str) -> None:
 
 
 def session_stop_now(session: Session, token: str) -> None:
+    send_pending_validation(session, token)
     current = session.current_round
     participants: list[str] = []
     with fenced(session.pk, token):
