@@ -480,7 +480,9 @@ class RoundHandler:
             self._session_aggregator = (key, aggregator)
         return aggregator
 
-    def _task(self, config: RoundConfig, job_id: str, client: str, task_type: int) -> fedn_pb2.TaskRequest:
+    def _task(self, config: RoundConfig, client: str, task_type: int, data: str = "") -> fedn_pb2.TaskRequest:
+        """A task for `client`; `data` (the round config as JSON, for MODEL_UPDATE) is the same for
+        every client of the round, so it is written once per round, not per task."""
         task = fedn_pb2.TaskRequest(
             sender=fedn_pb2.Client(name=self.combiner_name, role=fedn_pb2.COMBINER),
             receiver=fedn_pb2.Client(name=client, role=fedn_pb2.WORKER),
@@ -489,9 +491,8 @@ class RoundHandler:
             timestamp=str(datetime.now()),
             session_id=config.session_id,
             type=task_type,
+            data=data,
         )
-        if task_type == fedn_pb2.MODEL_UPDATE:
-            task.data = json.dumps({**config.raw, "_job_id": job_id})
         return task
 
     def _run_training(self, job_id: str, config: RoundConfig) -> None:
@@ -516,7 +517,8 @@ class RoundHandler:
             self._report_failed(config, str(exc))
             return
 
-        tasks = [self._task(config, job_id, client, fedn_pb2.MODEL_UPDATE) for client in selected]
+        data = json.dumps({**config.raw, "_job_id": job_id})
+        tasks = [self._task(config, client, fedn_pb2.MODEL_UPDATE, data) for client in selected]
         buffer_target = len(selected) if config.buffer_size == -1 else config.buffer_size
         current = ActiveRound(
             job_id=job_id,
@@ -607,7 +609,7 @@ class RoundHandler:
             return
         targets = self._select(self.max_clients)
         for client in targets:
-            self._dispatch(self._task(config, job_id, client, fedn_pb2.MODEL_VALIDATION))
+            self._dispatch(self._task(config, client, fedn_pb2.MODEL_VALIDATION))
         logger.info("validation requested model_id=%s clients=%s", config.model_id, ",".join(targets))
 
     # Reports ---------------------------------------------------------------------------------
