@@ -87,6 +87,20 @@ def _json_or_empty(response: requests.Response) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+def session_for(url: str, headers: dict[str, str]) -> requests.Session:
+    """A session for the reports to `url`, with what requests reads from the environment (proxies
+    and NO_PROXY, the CA bundle, .netrc) read once here: requests would read it again per request,
+    which cost a third of each report's CPU in the combiner."""
+    session = requests.Session()
+    session.headers.update(headers)
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    return session
+
+
 @dataclass
 class _Report:
     path: str
@@ -125,8 +139,7 @@ class _Lane:
     ) -> None:
         self.name = name
         self.controller_url = controller_url
-        self._session = requests.Session()
-        self._session.headers.update(headers)
+        self._session = session_for(controller_url, headers)
         self._queue: collections.deque[_Report] = collections.deque()
         self._max_buffer = max_buffer
         self._request_timeout = request_timeout

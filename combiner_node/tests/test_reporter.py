@@ -12,6 +12,7 @@ from combiner_node.reporter import (
     RegistrationRefused,
     RegistrationTimeout,
     register_combiner,
+    session_for,
 )
 from combiner_node.tests.conftest import FakeController, wait_for
 
@@ -35,6 +36,23 @@ def test_statuses_are_batched_and_carry_the_token(controller: FakeController) ->
     assert len(controller.bodies("/api/v1/statuses/")) == 1
     assert controller.bodies("/api/v1/rounds/1/reports") == [{"status": "Success"}]
     assert {headers["Authorization"] for _, _, headers in controller.requests} == {"Bearer tok"}
+
+
+def test_the_environment_is_read_once_for_the_controller_and_honoured(
+    controller: FakeController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert session_for("http://controller.invalid:8092", {}).proxies["http"] == "http://proxy.invalid:3128"
+    assert session_for(controller.url, {}).proxies.get("http") is None
+    reporter = ControllerReporter(controller.url)
+    # Changed after the reporter was made: not read per report, so the reports still go straight out.
+    monkeypatch.setenv("NO_PROXY", "")
+    reporter.post("/api/v1/statuses/", {"status": "s"})
+    reporter.start()
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert [s["status"] for s in controller.items("/api/v1/statuses/")] == ["s"]
 
 
 def test_interleaved_kinds_are_batched_per_kind(controller: FakeController) -> None:
