@@ -6,7 +6,7 @@ Each document is checked key by key; anything unknown or mistyped is refused wit
 import datetime as dt
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -162,15 +162,39 @@ def validation_from_doc(doc: dict[str, Any]) -> Validation:
     )
 
 
+def insert_rows(rows: list[models.Model]) -> None:
+    """Insert new rows of one model, ids left to the database: on PostgreSQL with one COPY.
+
+    bulk_create sends PostgreSQL arrays (INSERT ... UNNEST), which psycopg writes in Python with a
+    regex callback per quote and backslash: a combiner's page of 100 statuses, whose `data` is
+    JSON, cost 13 ms of the controller's CPU, 2 ms by COPY (600 statuses a round at 100 clients).
+    """
+    if not rows:
+        return
+    model = type(rows[0])
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_create(rows)
+        return
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    statement = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+            )
+
+
 def statuses_record(*, docs: list[dict[str, Any]]) -> int:
     rows = [status_from_doc(doc) for doc in docs]
-    Status.objects.bulk_create(rows)
+    insert_rows(rows)
     return len(rows)
 
 
 def validations_record(*, docs: list[dict[str, Any]]) -> int:
     rows = [validation_from_doc(doc) for doc in docs]
-    Validation.objects.bulk_create(rows)
+    insert_rows(rows)
     model_ids = {row.model_id for row in rows if row.model_id}
     if model_ids:
         transaction.on_commit(lambda: wake_on_validations(model_ids))
