@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from combiner_node.auth import RevocationList
-from combiner_node.reporter import auth_headers
+from combiner_node.reporter import auth_headers, session_for
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ class RevocationPoller:
         self.revoked = revoked
         self.interval = interval
         self._request_timeout = request_timeout
-        self._session = requests.Session()
-        self._session.headers.update(auth_headers(token, auth_scheme))
+        self._session = session_for(self.url, auth_headers(token, auth_scheme))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failures = 0
