@@ -116,8 +116,13 @@ class AdvisoryLock:
         return str(name).removeprefix("fedplane-beat ") if name else "another beat"
 
     def release(self) -> None:
-        # Closing the session is what releases a session-level advisory lock.
+        # Closing the session is what releases a session-level advisory lock, but only once the
+        # server has read the goodbye, a moment after close() returns: a beat asking at once could
+        # still find the lock taken. An open session unlocks first, which the server does at once.
         if self._db is not None:
+            if self._db.connection is not None:
+                with contextlib.suppress(Error):
+                    self._ask("SELECT pg_advisory_unlock(%s, %s)", ADVISORY_KEY)
             with contextlib.suppress(Error):
                 self._db.close()
             self._db = None
