@@ -312,7 +312,7 @@ def step_commit_version(session: Session, token: str) -> float | None:
         )
     if session.validate:
         # Validation tasks reach the clients once the combiner is done with the session's versions.
-        orchestration.send_validation(session, current, new_model, [usable[0].combiner])
+        orchestration.send_validation(session, current, str(new_model.model_id), [usable[0].combiner])
     return 0.0
 
 

@@ -259,7 +259,7 @@ def step_starting(session: Session, token: str) -> float:
         targets,
         training=config,
         training_on=set(names),
-        validation=validation_config(validated) if validated is not None else None,
+        validation=validation_config(validated, validated.model_id or "") if validated is not None else None,
         validation_on=validating,
     )
     started = sorted(name for name, answer in answers.items() if not isinstance(answer, CombinerCallFailed))
@@ -515,7 +515,9 @@ def step_reducing(session: Session, token: str) -> float:
             if report.model_id != str(new_model.model_id):
                 artifacts.delete(artifact_key(report.model_id))
     if session.validate and wait_for_validations:
-        sent, expected = send_validation(session, current, new_model, [r.combiner for r in usable])
+        sent, expected = send_validation(
+            session, current, str(new_model.model_id), [r.combiner for r in usable]
+        )
         with fenced(session.pk, token):
             record_validation(current, (sent, expected))
     return 0.0
@@ -613,10 +615,10 @@ def round_model_spec(current: Round, workdir: Path) -> ModelSpec:
 
 
 def send_validation(
-    session: Session, current: Round, model: Model, combiner_names: Iterable[str]
+    session: Session, current: Round, model_id: str, combiner_names: Iterable[str]
 ) -> tuple[list[str], int]:
-    """Ask the combiners to validate the new model; returns who accepted and how many validations to expect."""
-    config = {**current.round_config, "task": "validation", "model_id": str(model.model_id)}
+    """Ask the combiners to validate the round's model; returns who accepted and how many validations to expect."""
+    config = validation_config(current, model_id)
     answers = call_combiners(
         Combiner.objects.filter(name__in=list(combiner_names)).order_by("name"),
         lambda combiner: combiner_client(combiner).start(config),
@@ -624,9 +626,9 @@ def send_validation(
     return validation_sent(session, current, answers)
 
 
-def validation_config(committed: Round) -> dict[str, Any]:
-    """The Start config asking for the validation of a committed round's model."""
-    return {**committed.round_config, "task": "validation", "model_id": committed.model_id or ""}
+def validation_config(current: Round, model_id: str) -> dict[str, Any]:
+    """The Start config asking for the validation of the model a round committed."""
+    return {**current.round_config, "task": "validation", "model_id": model_id}
 
 
 def validation_sent(session: Session, current: Round, answers: dict[str, Any]) -> tuple[list[str], int]:
@@ -666,14 +668,12 @@ def send_pending_validation(session: Session, token: str) -> None:
     committed = pending_validation(session)
     if committed is None:
         return
-    config = validation_config(committed)
     extend_lease(session.pk, token, LEASE)
-    answers = call_combiners(
-        Combiner.objects.filter(name__in=committed.round_data["validation"]["pending"]).order_by("name"),
-        lambda combiner: combiner_client(combiner).start(config),
+    validation = send_validation(
+        session, committed, committed.model_id or "", committed.round_data["validation"]["pending"]
     )
     with fenced(session.pk, token):
-        record_validation(committed, validation_sent(session, committed, answers))
+        record_validation(committed, validation)
 
 
 def step_validating(session: Session, token: str) -> float:
