@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -15,12 +14,7 @@ from combiner_node.reporter import (
     session_for,
 )
 from combiner_node.tests.conftest import FakeController, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 def test_statuses_are_batched_and_carry_the_token(controller: FakeController) -> None:

@@ -11,7 +11,6 @@ import email.policy
 import http.server
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -28,6 +27,7 @@ import requests
 from fedplane import APIClient
 from fedplane.api_client import APIError
 from fedplane.cli import EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, main
+from tests.ports import free_port
 
 
 @dataclass
@@ -530,13 +530,6 @@ def test_verify_is_honoured_by_every_method(
 # --- the `fedplane` command against the fake --- #
 
 
-def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, read, released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_cli(fake: FakeController, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["--host", f"http://127.0.0.1:{fake.port}", *argv])
     captured = capsys.readouterr()
@@ -590,7 +583,7 @@ def test_cli_exit_codes(fake: FakeController, capsys: pytest.CaptureFixture[str]
     assert run_cli(fake, capsys, "no-such-command")[0] == EXIT_USAGE
     assert run_cli(fake, capsys, "--help")[0] == EXIT_OK
 
-    code = main(["--host", f"http://127.0.0.1:{unused_port()}", "status"])
+    code = main(["--host", f"http://127.0.0.1:{free_port()}", "status"])
     assert code == EXIT_UNREACHABLE
     assert "cannot reach the controller" in capsys.readouterr().err
 

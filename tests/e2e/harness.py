@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fedplane.api_client import APIClient
 from fedplane.tokenfile import write_token_file
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -69,12 +69,6 @@ T = TypeVar("T")
 
 class FederationError(AssertionError):
     """A process died or a wait ran past its deadline; the message carries the logs' tails."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _with_path(url: str, path: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from combiner_node.server import TlsConfig
 from combiner_node.store import DirectoryStore
 from controlplane.tokens import TokenSettings, mint_token
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
+from tests.ports import free_port
 
 SECRET = "grpc-client-test-secret-of-sufficient-length"
 
@@ -88,9 +88,7 @@ def test_stringify_config_matches_fedn() -> None:
 
 
 def test_unreachable_combiner_raises_within_the_deadline() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     client = CombinerClient("127.0.0.1", port, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(CombinerUnreachable, match=f"127.0.0.1:{port}"):

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import queue
-import socket
 import subprocess
 import tarfile
 import threading
@@ -27,12 +26,6 @@ import grpc
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc
 
 CHUNK = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -23,13 +23,13 @@ from fedplane.client.tests.fakes import (
     CombinerRecord,
     FakeCombiner,
     FakeController,
-    free_port,
     make_package,
     package_from_dir,
     self_signed_certificate,
     wait_until,
 )
 from fedplane.proto import fedn_pb2
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 

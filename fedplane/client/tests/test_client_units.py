@@ -21,8 +21,9 @@ from fedplane.client.controller import (
     package_filename,
 )
 from fedplane.client.logs import kv, log_event
-from fedplane.client.tests.fakes import FakeCombiner, FakeController, free_port, make_package
+from fedplane.client.tests.fakes import FakeCombiner, FakeController, make_package
 from fedplane.client.transfer import CHUNK_SIZE, TransferFailed, download_model, upload_model
+from tests.ports import free_port
 
 # --------------------------------------------------------------------------- settings
 
