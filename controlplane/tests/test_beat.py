@@ -62,7 +62,9 @@ def test_advisory_lock_is_held_by_one_session_and_lost_with_it() -> None:
         # the holder sees it has lost it, and the other takes it.
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                # This database only: other test databases on the server may hold a "host:1" too.
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = current_database()",
                 ["fedplane-beat host:1"],
             )
         assert not first.held()
