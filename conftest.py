@@ -107,6 +107,25 @@ def s3_storage(s3_settings: dict[str, str], request: pytest.FixtureRequest) -> I
         _delete_prefix(s3_settings, prefix + "/")
 
 
+# ---------------------------------------------------------------- the fuzz run's summary
+# tests/fuzz counts what each pass did (tests/fuzz/tally.py); the summary is printed here, where the
+# terminal is, in a serial run and in pytest-xdist's controller alike.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A pytest-xdist worker ended: add what it fuzzed to the summary."""
+    from tests.fuzz.tally import WORKER_OUTPUT_KEY, merge
+
+    merge(getattr(node, "workeroutput", {}).get(WORKER_OUTPUT_KEY, []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.fuzz.tally import write_summary
+
+    write_summary(terminalreporter)
+
+
 @pytest.fixture
 def fs_storage(tmp_path: Path) -> Iterator[Any]:
     """Django's default storage as plain files under this test's tmp_path."""

@@ -1,4 +1,4 @@
-"""The fuzz run's server (one per pytest session) and its closing summary."""
+"""The fuzz run's server (one per pytest session); the root conftest.py prints the closing summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.server import FuzzServer, running_server
-from tests.fuzz.tally import EXAMPLES, TALLIES
+from tests.fuzz.tally import WORKER_OUTPUT_KEY, exported
 
 
 @pytest.fixture(scope="session")
@@ -18,18 +18,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer
         yield server
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TALLIES:
-        return
-    write = terminalreporter.write_line
-    terminalreporter.section("fuzz")
-    for name in sorted({name for name, _ in TALLIES}):
-        tallies = {operation: tally for (run, operation), tally in TALLIES.items() if run == name}
-        failed = sorted(operation for operation, tally in tallies.items() if tally.failed)
-        seconds = sum(tally.seconds for tally in tallies.values())
-        write(
-            f"{name}: {len(tallies)} operations, {sum(t.examples for t in tallies.values())} examples "
-            f"(budget {EXAMPLES} per operation), {len(failed)} failed operations, {seconds:.0f} s"
-        )
-        for operation in failed:
-            write(f"  FAILED {operation}")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker: hand this worker's counts to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_OUTPUT_KEY] = exported()
