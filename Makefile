@@ -20,6 +20,10 @@ EMBEDDED_TEST_PATHS ?= apps tests/api
 EMBEDDED_TESTS ?= -m "not e2e and not compat and not readme" $(or $(wildcard $(EMBEDDED_TEST_PATHS)),$(EMBEDDED_TEST_PATHS))
 # The slowest tests are listed at the end of each run, to keep `make test` within its time.
 PYTEST_ARGS ?= -ra --durations=15
+# test-full and test-embedded run their tests in parallel pytest-xdist workers: most of the suite
+# waits (processes starting, deadlines), so 3 workers on 2 cores. A file's tests share one worker
+# (its module fixtures start once). PYTEST_PARALLEL= runs them serially.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile
 ARGS ?=
 
 # The service ports are fixed, so concurrent test runs on one machine take turns (up to 30 min).
@@ -112,7 +116,7 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	echo "== make test: all steps passed"
 
 test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos and README aside
-	@$(call run_pytest,-m "not chaos and not readme" $(PYTEST_ARGS))
+	@$(call run_pytest,-m "not chaos and not readme" $(PYTEST_PARALLEL) $(PYTEST_ARGS))
 
 test-chaos-short: install ## the short chaos pass (20 rounds, 4 faults) with the current environment
 	@$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_short $(PYTEST_ARGS))
@@ -138,7 +142,7 @@ test-fuzz: deps install ## schema fuzzing of a real controller, full budget (FED
 test-embedded: install ## storage/API tests on the embedded defaults (SQLite, files, filesystem broker)
 	@unset DATABASE_URL S3_BUCKET CELERY_BROKER_URL REDIS_URL; \
 	export FEDPLANE_VAR_DIR=$(CURDIR)/var/test-embedded; \
-	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_ARGS))
+	$(call run_pytest,$(EMBEDDED_TESTS) $(PYTEST_PARALLEL) $(PYTEST_ARGS))
 
 # Needs no services: the README's first command is the embedded demo, in a clone of its own.
 test-readme: install ## the README's commands in order on a fresh clone of HEAD (make demo, make serve, CLI, Python)
