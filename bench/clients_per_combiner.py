@@ -139,6 +139,9 @@ class WorkerState:
     lag_ms: list[float] = field(default_factory=list)
     # The first details text of each status code seen, for the log.
     failure_details: dict[str, str] = field(default_factory=dict)
+    # (seconds since the worker started, seconds the call took) of each failed heartbeat.
+    failure_times: list[tuple[float, float]] = field(default_factory=list)
+    born: float = field(default_factory=time.monotonic)
 
 
 def emit(event: str, **data: object) -> None:
@@ -160,7 +163,10 @@ async def heartbeats(stub: fedn_pb2_grpc.ConnectorStub, name: str, state: Worker
             await stub.SendHeartbeat(request, metadata=metadata, timeout=HEARTBEAT_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             state.heartbeat_failures[exc.code().name] += 1
-            state.failure_details.setdefault(exc.code().name, exc.details() or "")
+            state.failure_details.setdefault(
+                exc.code().name, f"{exc.details() or ''} ({exc.debug_error_string()})"
+            )
+            state.failure_times.append((started - state.born, time.monotonic() - started))
             if measured:
                 state.heartbeats_measured += 1
                 state.heartbeat_failures_measured += 1
@@ -255,6 +261,7 @@ async def run_clients(spec: WorkerSpec) -> None:
                 task_times=list(state.task_times.values()),
                 started=state.started,
                 failure_details=state.failure_details,
+                failure_times=[(round(at, 2), round(took, 3)) for at, took in state.failure_times],
                 lag_ms=[round(value, 3) for value in state.lag_ms],
             )
     for task in helpers + running:
@@ -812,6 +819,15 @@ def report_size(n: int, measured: Measured | None) -> None:
     for report in reports:
         for code, details in report["failure_details"].items():
             log(f"{label}: a call failed with {code}: {details}")
+        if report["failure_times"]:
+            # Refused at once (the combiner turned them away) or after a wait (it did not answer).
+            at = [value[0] for value in report["failure_times"]]
+            took = [value[1] for value in report["failure_times"]]
+            log(
+                f"{label}: failed heartbeats began {min(at):.1f} s to {max(at):.1f} s after their worker "
+                f"started (median {percentile(at, 0.5):.1f} s) and failed after {min(took):.3f} to "
+                f"{max(took):.3f} s (median {percentile(took, 0.5):.3f} s)"
+            )
         stream_failures.update(report["stream_failures"])
         heartbeat_failures.update(report["heartbeat_failures"])
     result(

@@ -125,7 +125,11 @@ class CombinerNode:
         )
         interceptors = [JWTInterceptor(self.guard)] if settings.auth else []
         self.server = LoopServer(
-            f"{settings.bind}:{settings.port}", servicers, interceptors=interceptors, tls=settings.tls
+            f"{settings.bind}:{settings.port}",
+            servicers,
+            interceptors=interceptors,
+            tls=settings.tls,
+            max_clients=settings.max_clients,
         )
         self.port = self.server.port
         self._monitor = threading.Thread(target=self._watch_clients, name="client-monitor", daemon=True)

@@ -44,6 +44,25 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.so_reuseport", 0),
 ]
 
+# Calls that arrived while the event loop was busy wait in gRPC's queue until the loop takes them,
+# one at a time. Past gRPC's own limits (1,000, rejecting all at 3,000) it turns calls away with
+# CANCELLED at random: 5,000 clients' heartbeats and a round's task going out to all of them outrun
+# those limits in a moment's stall. A late answer is better than a refused heartbeat, so the queue is
+# sized by the clients the combiner takes: each may have a heartbeat and another call waiting, and
+# the controller's calls come on top.
+PENDING_CALLS_PER_CLIENT = 2
+PENDING_CALLS_MARGIN = 1_000
+
+
+def pending_call_options(max_clients: int) -> list[tuple[str, int]]:
+    """gRPC's limits on calls waiting for the server to take them, for `max_clients` clients."""
+    soft = PENDING_CALLS_PER_CLIENT * max_clients + PENDING_CALLS_MARGIN
+    return [
+        ("grpc.server.max_pending_requests", soft),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * soft),
+    ]
+
+
 T = TypeVar("T")
 
 
@@ -83,6 +102,7 @@ class LoopServer:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tls: TlsConfig | None = None,
         blocking_workers: int = BLOCKING_CALL_WORKERS,
+        max_clients: int = 30,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="grpc-loop", daemon=True)
@@ -92,7 +112,7 @@ class LoopServer:
         )
         try:
             self.server, self.port, self.health = self.run(
-                self._build(address, servicers, list(interceptors), tls), timeout=30
+                self._build(address, servicers, list(interceptors), tls, max_clients), timeout=30
             )
         except BaseException:
             self._close_loop()
@@ -117,11 +137,12 @@ class LoopServer:
         servicers: Servicers,
         interceptors: list[grpc.aio.ServerInterceptor],
         tls: TlsConfig | None,
+        max_clients: int,
     ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
         server = grpc.aio.server(
             migration_thread_pool=self._blocking_pool,
             interceptors=interceptors,
-            options=SERVER_OPTIONS,
+            options=SERVER_OPTIONS + pending_call_options(max_clients),
         )
         fedn_pb2_grpc.add_ConnectorServicer_to_server(servicers.connector, server)
         fedn_pb2_grpc.add_CombinerServicer_to_server(servicers.combiner, server)

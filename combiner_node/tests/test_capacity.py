@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,3 +175,55 @@ def test_hundreds_of_open_streams_all_get_the_round_and_heartbeats_answer(
             task.cancel()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+
+
+# More calls at once than gRPC lets wait for a busy server by default (it starts refusing at 1,000).
+BURST_CALLS = 2_500
+BURST_CHANNELS = 25
+
+
+async def _burst_of_heartbeats(port: int, names: list[str], issued: threading.Event) -> list[str]:
+    """A heartbeat of every name at once over a few channels; the status code of each ("OK" or why not)."""
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(BURST_CHANNELS)]
+
+    async def beat(index: int, name: str) -> str:
+        stub = fedn_pb2_grpc.ConnectorStub(channels[index % BURST_CHANNELS])
+        try:
+            await stub.SendHeartbeat(
+                fedn_pb2.Heartbeat(sender=fedn_pb2.Client(name=name)),
+                metadata=(("client", name),),
+                timeout=60,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        return "OK"
+
+    try:
+        calls = [asyncio.ensure_future(beat(index, name)) for index, name in enumerate(names)]
+        # One turn of this loop sends every call; then the server's loop may come back.
+        await asyncio.sleep(0.05)
+        issued.set()
+        return await asyncio.gather(*calls)
+    finally:
+        await asyncio.gather(*(channel.close() for channel in channels))
+
+
+def test_a_burst_of_calls_while_the_loop_is_busy_is_answered_not_refused(
+    make_node: Callable[..., CombinerNode],
+) -> None:
+    node = make_node(max_clients=BURST_CALLS + 10)
+    names = [f"client-{index}" for index in range(BURST_CALLS)]
+    issued = threading.Event()
+    released = threading.Event()
+
+    def busy_loop() -> None:
+        # The combiner's event loop stalls (as under a full collection or a round going out to
+        # thousands of streams) while the heartbeats arrive and wait in gRPC's queue.
+        issued.wait(timeout=DEADLINE)
+        released.wait(timeout=1.5)
+
+    node.server.call_soon(busy_loop)
+    codes = asyncio.run(_burst_of_heartbeats(node.port, names, issued))
+    released.set()
+    assert collections.Counter(codes) == {"OK": BURST_CALLS}
+    assert len(node.registry.online_names()) == BURST_CALLS
