@@ -147,17 +147,24 @@ def test_combiners_silent_through_the_round_and_its_retry_fail_the_session(feder
     round_timeout = 10
     alive = [name for name in federation.combiner_names() if federation.processes[name].alive()]
     assert alive
+    # The fast clients' round is over in a few tenths of a second, often before the combiners
+    # could be stopped once the round was seen in training: the clients are held until then.
+    clients = [name for name in CLIENTS if federation.processes[name].alive()]
     started = time.monotonic()
-    run_session(federation, session_id, rounds=1, round_timeout=round_timeout)
-    running = federation.wait_training(session_id)
     try:
+        for name in clients:
+            federation.signal(name, signal.SIGSTOP)
+        run_session(federation, session_id, rounds=1, round_timeout=round_timeout)
+        running = federation.wait_training(session_id)
         for name in alive:
             federation.signal(name, signal.SIGSTOP)
+        for name in clients:
+            federation.signal(name, signal.SIGCONT)
         # The round is retried once (round_retries defaults to 1), then waits round_timeout for a
         # combiner that answers; none does.
         session = federation.wait_session_end(session_id, timeout=2 * round_timeout + REPORT_MARGIN + SLACK)
     finally:
-        for name in alive:
+        for name in alive + clients:
             federation.signal(name, signal.SIGCONT)
     elapsed = time.monotonic() - started
     print(f"\nsilent combiners: {elapsed:.1f} s")
