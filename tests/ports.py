@@ -4,17 +4,22 @@ A port probed with bind(("127.0.0.1", 0)) comes from the kernel's ephemeral rang
 binds it, any other process's port-0 listener may take it, and with pytest-xdist that is another
 worker's combiner, gunicorn or gRPC server. These ports come from below (or above) that range, which
 the kernel never hands out by itself, each worker from a block of its own, tried in turn from a
-random start: parallel workers never pick the same port, and each port is checked free when given.
+random start, and each is checked free when given. A port given out is also held by an flock until
+the test process exits, so test runs of other checkouts on the machine (whose workers use the same
+blocks) skip it too.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 BLOCK = 500  # ports per pytest-xdist worker
 WORKERS = 16  # blocks; worker gwN takes block N modulo this
@@ -54,6 +59,8 @@ def _candidates() -> Iterator[int]:
 
 
 _CANDIDATES = _candidates()
+# The locks of the ports this process gave out, held (open) until it exits.
+_HELD: list[IO[str]] = []
 
 
 def _free(port: int) -> bool:
@@ -66,10 +73,24 @@ def _free(port: int) -> bool:
     return True
 
 
+def _claim(port: int) -> bool:
+    handle = open(Path(tempfile.gettempdir()) / f"fedplane-test-port-{port}.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # given to another test process
+        handle.close()
+        return False
+    if not _free(port):
+        handle.close()
+        return False
+    _HELD.append(handle)
+    return True
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing uses now and no other test worker will be given."""
+    """A port on 127.0.0.1 that nothing uses now and no other test process will be given."""
     for port in itertools.islice(_CANDIDATES, BLOCK):
-        if _free(port):
+        if _claim(port):
             return port
     # No room outside the ephemeral range on this machine, or the whole block is busy.
     with socket.socket() as probe:
