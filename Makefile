@@ -22,8 +22,7 @@ EMBEDDED_TESTS ?= -m "not e2e and not compat and not readme" $(or $(wildcard $(E
 PYTEST_ARGS ?= -ra --durations=15
 # test-full and test-embedded run their tests in parallel pytest-xdist workers: most of the suite
 # waits (processes starting, deadlines), so 3 workers on 2 cores. A file's tests share one worker
-# (its module fixtures start once). PYTEST_PARALLEL= runs them serially. Tests marked `serial`
-# (timing that needs an idle machine) run after the parallel pass, alone; there may be none.
+# (its module fixtures start once). PYTEST_PARALLEL= runs them serially.
 PYTEST_PARALLEL ?= -n 3 --dist loadfile
 ARGS ?=
 
@@ -117,12 +116,7 @@ test: deps install ## CI: services up, then protos, lint, checks, full suite on 
 	echo "== make test: all steps passed"
 
 test-full: install ## the whole pytest suite with the current environment (see services.sh env), chaos and README aside
-	@rc=0; \
-	($(call run_pytest,-m "not chaos and not readme and not serial" $(PYTEST_PARALLEL) $(PYTEST_ARGS))) || rc=1; \
-	echo "== test-full: the serial tests, alone"; \
-	$(PYTEST) -m "serial and not chaos and not readme" $(PYTEST_ARGS) 9>&- || { \
-		serial_rc=$$?; if [ $$serial_rc -eq 5 ]; then echo "(no test is marked serial)"; else rc=1; fi; }; \
-	exit $$rc
+	@$(call run_pytest,-m "not chaos and not readme" $(PYTEST_PARALLEL) $(PYTEST_ARGS))
 
 test-chaos-short: install ## the short chaos pass (20 rounds, 4 faults) with the current environment
 	@$(call run_pytest,-m chaos -s tests/chaos/test_chaos.py::test_chaos_short $(PYTEST_ARGS))
