@@ -40,7 +40,6 @@ import queue
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fedplane.proto import fedn_pb2, fedn_pb2_grpc  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = 10.0
@@ -478,12 +478,6 @@ class Options:
     round_wait: float
     keep: bool
     source: Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_seed_model(store: Path) -> str:

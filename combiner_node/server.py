@@ -99,10 +99,10 @@ class LoopServer:
         address: str,
         servicers: Servicers,
         *,
+        max_clients: int,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tls: TlsConfig | None = None,
         blocking_workers: int = BLOCKING_CALL_WORKERS,
-        max_clients: int = 30,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="grpc-loop", daemon=True)
