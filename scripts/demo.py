@@ -29,6 +29,8 @@ from statistics import mean
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# How long the table waits for the last rounds' validations after the session has ended.
+VALIDATIONS_AFTER_END = 30.0
 sys.path.insert(0, str(ROOT))
 
 from fedplane.api_client import APIClient  # noqa: E402
@@ -216,10 +218,22 @@ def round_rows(api: APIClient, session_id: str) -> list[dict]:
                 "participants": len(item.get("round_data", {}).get("participants_clients", [])),
                 "accuracy": mean(m["test_accuracy"] for m in metrics) if metrics else None,
                 "loss": mean(m["test_loss"] for m in metrics) if metrics else None,
+                "validations": len(metrics),
+                "expected_validations": item.get("round_data", {}).get("validation", {}).get("expected", 0),
                 "reports": item.get("combiners", []),
             }
         )
     return rows
+
+
+def row_ready(row: dict, session_over: bool) -> bool:
+    """A round's line is printed once its validations are in: a round's model is validated with
+    the next round's start, so a round is finished before its accuracy is known."""
+    if row["status"] in ("Failed", "Stopped"):
+        return True
+    if row["status"] not in ("Finished", "Success"):
+        return False
+    return session_over or row["validations"] >= max(1, row["expected_validations"])
 
 
 def main() -> int:
@@ -372,23 +386,29 @@ def main() -> int:
         last = time.monotonic()
         deadline = time.monotonic() + 60 * args.rounds + 120
         status = ""
+        # Once the session has ended, its last validations still come in for a moment.
+        validations_deadline: float | None = None
         while time.monotonic() < deadline:
             federation.check_alive()
             status = api.get_session_status(session_id)
-            for row in round_rows(api, session_id):
-                done = row["status"] in ("Finished", "Failed", "Stopped") or (
-                    row["status"] == "Success" and row["accuracy"] is not None
+            if status in ("Finished", "Failed", "Stopped") and validations_deadline is None:
+                validations_deadline = time.monotonic() + VALIDATIONS_AFTER_END
+            rows = round_rows(api, session_id)
+            late = validations_deadline is not None and time.monotonic() >= validations_deadline
+            for row in rows:
+                if row["round"] in printed:
+                    continue
+                if not row_ready(row, session_over=late):
+                    break  # the table stays in round order
+                now = time.monotonic()
+                accuracy = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
+                loss = f"{row['loss']:.3f}" if row["loss"] is not None else "-"
+                print(
+                    f"{row['round']:>5}  {row['participants']:>12}  {accuracy:>8}  {loss:>8}  {now - last:>8.1f}"
                 )
-                if done and row["round"] not in printed:
-                    now = time.monotonic()
-                    accuracy = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
-                    loss = f"{row['loss']:.3f}" if row["loss"] is not None else "-"
-                    print(
-                        f"{row['round']:>5}  {row['participants']:>12}  {accuracy:>8}  {loss:>8}  {now - last:>8.1f}"
-                    )
-                    printed.add(row["round"])
-                    last = now
-            if status in ("Finished", "Failed", "Stopped"):
+                printed.add(row["round"])
+                last = now
+            if late or (validations_deadline is not None and {row["round"] for row in rows} <= printed):
                 break
             time.sleep(0.5)
         session = api.get_session(session_id)
