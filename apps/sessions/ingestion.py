@@ -186,6 +186,57 @@ def insert_rows(rows: list[models.Model]) -> None:
             )
 
 
+def insert_new_validations(rows: list[Validation]) -> int:
+    """Insert the validations not stored yet; return how many were new.
+
+    A combiner that lost the controller's answer resends the batch, with whatever was queued since:
+    rows already stored (the same sender, model and request) are skipped, not stored twice, also
+    when the first send is still being written (the database's unique constraint decides).
+    """
+    unique: dict[tuple[str, str, str], Validation] = {}
+    rows_without_request: list[Validation] = []
+    for row in rows:
+        if row.correlation_id:
+            unique.setdefault((row.sender_name, row.model_id, row.correlation_id), row)
+        else:
+            rows_without_request.append(row)
+    rows = rows_without_request + list(unique.values())
+    if not rows:
+        return 0
+    connection = connections[router.db_for_write(Validation)]
+    if connection.vendor != "postgresql":
+        stored = set(
+            Validation.objects.filter(correlation_id__in={key[2] for key in unique}).values_list(
+                "sender_name", "model_id", "correlation_id"
+            )
+        )
+        rows = rows_without_request + [row for key, row in unique.items() if key not in stored]
+        Validation.objects.bulk_create(rows, ignore_conflicts=True)
+        return len(rows)
+    fields = [field for field in Validation._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    table = connection.ops.quote_name(Validation._meta.db_table)
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # COPY has no ON CONFLICT: copy into a scratch table, then insert what is new from it.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE incoming_validation ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.cursor.copy(f"COPY incoming_validation ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+                )
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming_validation "
+            "ON CONFLICT DO NOTHING"
+        )
+        created = cursor.rowcount
+        # Dropped now, not at commit: the request may be one transaction holding several batches.
+        cursor.execute("DROP TABLE incoming_validation")
+        return created
+
+
 def statuses_record(*, docs: list[dict[str, Any]]) -> int:
     rows = [status_from_doc(doc) for doc in docs]
     insert_rows(rows)
@@ -194,8 +245,8 @@ def statuses_record(*, docs: list[dict[str, Any]]) -> int:
 
 def validations_record(*, docs: list[dict[str, Any]]) -> int:
     rows = [validation_from_doc(doc) for doc in docs]
-    insert_rows(rows)
+    created = insert_new_validations(rows)
     model_ids = {row.model_id for row in rows if row.model_id}
     if model_ids:
         transaction.on_commit(lambda: wake_on_validations(model_ids))
-    return len(rows)
+    return created

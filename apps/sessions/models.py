@@ -220,6 +220,15 @@ class Validation(models.Model):
             models.Index(fields=["session_id", "timestamp", "id"], name="validation_session_time"),
             models.Index(fields=["sender_name", "timestamp", "id"], name="validation_sender_time"),
         ]
+        # A combiner resends a batch whose answer it lost: a client's answer to one validation
+        # request (its correlation id) is stored once, however often it arrives.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sender_name", "model_id", "correlation_id"],
+                condition=~Q(correlation_id=""),
+                name="validation_once_per_request",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.sender_name} on {self.model_id}"
