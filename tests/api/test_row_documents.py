@@ -43,7 +43,7 @@ ODD_TIMES = [
 @pytest.fixture
 def odd_rows() -> None:
     for index, text in enumerate(ODD_TEXT):
-        for moment in ODD_TIMES:
+        for request, moment in enumerate(ODD_TIMES):
             Status.objects.create(
                 sender_name=text[:128],
                 sender_role="COMBINER" if index % 2 else "WORKER",
@@ -61,7 +61,8 @@ def odd_rows() -> None:
                 receiver_name=text[::-1][:128],
                 model_id=text[:64],
                 data=text,
-                correlation_id=text[:128],
+                # One answer per validation request: a request's id is stored once per client and model.
+                correlation_id=f"{text[:120]}#{request}",
                 timestamp=moment,
                 meta=text,
                 session_id=text[:128],
