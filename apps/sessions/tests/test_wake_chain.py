@@ -106,7 +106,7 @@ def test_the_validating_step_runs_when_the_last_expected_validation_is_stored(en
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_steps_that_follow_at_once_run_in_one_task(enqueued: list[Any]) -> None:
+def test_the_steps_that_follow_at_once_run_in_one_task(enqueued: list[Any], fs_storage: Any) -> None:
     """The validations are in: one task closes the round, starts the next and sends its Start;
     only the training step's wait for the report goes back through the broker."""
     seed = upload_seed()
