@@ -86,3 +86,40 @@ def test_the_secret_is_prepared_once_not_per_token(auth_on: Any) -> None:
         decode_token(
             jwt.encode({"role": "admin", "jti": "x", "exp": 2**40}, "another-secret-of-32-bytes-at-least")
         )
+
+
+def raw_token(**claims: Any) -> str:
+    payload = {"role": "admin", "sub": "ops", "jti": uuid.uuid4().hex, "exp": int(time.time()) + 60}
+    return jwt.encode({**payload, **claims}, SECRET, "HS256")
+
+
+def test_a_token_verified_before_is_refused_once_it_expires(auth_on: Any) -> None:
+    expires = time.time() + 1.5
+    token = raw_token(exp=expires)
+    assert APIClient().get("/health", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    answer = APIClient().get("/health", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert (answer.status_code, answer.json()["message"]) == (401, "Token expired")
+
+
+def test_a_token_verified_before_is_judged_again_under_other_settings(auth_on: Any) -> None:
+    token = raw_token(team="blue")
+    assert decode_token(token)["team"] == "blue"
+    auth_on.FEDN_JWT_SECRET_KEY = "another-secret-of-at-least-32-bytes-long"
+    with pytest.raises(AuthenticationFailed, match="Invalid token"):
+        decode_token(token)
+    auth_on.FEDN_JWT_SECRET_KEY = SECRET
+    auth_on.FEDN_JWT_CUSTOM_CLAIM_KEY, auth_on.FEDN_JWT_CUSTOM_CLAIM_VALUE = "team", "red"
+    with pytest.raises(AuthenticationFailed, match="Invalid token"):
+        decode_token(token)
+    auth_on.FEDN_JWT_CUSTOM_CLAIM_VALUE = "blue"
+    assert decode_token(token)["sub"] == "ops"
+
+
+def test_tampered_copies_of_a_verified_token_are_refused(auth_on: Any) -> None:
+    token = raw_token()
+    decode_token(token)
+    header, payload, signature = token.split(".")
+    for forged in (f"{header}.{payload}.{signature[:-2]}AA", f"{header}.{payload}x.{signature}", token + " "):
+        with pytest.raises(AuthenticationFailed):
+            decode_token(forged)
