@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import itertools
 import json
 import os
 import secrets
@@ -43,9 +45,9 @@ import tarfile
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,6 +88,8 @@ class SessionTiming:
     client_task: float
     round_durations: list[float]
     validation_task: float = 0.0
+    # Median seconds of each stretch of a round (see PHASES), where the round's time goes.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def overhead(self) -> float:
@@ -171,19 +175,28 @@ def session_timing(database_url: str, session_id: str) -> SessionTiming:
             "ORDER BY number",
             (session_pk,),
         ).fetchall()
+        reported = dict(
+            connection.execute(
+                "SELECT r.round_id, max(c.received_at) FROM fl_sessions_combinerreport c "
+                "JOIN fl_sessions_round r ON r.id = c.round_id WHERE r.session_id = %s GROUP BY r.round_id",
+                (session_pk,),
+            ).fetchall()
+        )
         updates = connection.execute(
-            "SELECT data FROM fl_sessions_status WHERE session_id = %s AND type = 'MODEL_UPDATE'",
+            "SELECT data, timestamp FROM fl_sessions_status WHERE session_id = %s AND type = 'MODEL_UPDATE'",
             (session_id,),
         ).fetchall()
         validations = connection.execute(
             "SELECT model_id, meta FROM fl_sessions_validation WHERE session_id = %s", (session_id,)
         ).fetchall()
     slowest: dict[str, float] = defaultdict(float)
-    for (data,) in updates:
+    last_update: dict[str, dt.datetime] = {}
+    for data, timestamp in updates:
         with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
             meta = json.loads(json.loads(data)["meta"])
             round_id = str(json.loads(meta.get("config") or "{}").get("round_id", ""))
             slowest[round_id] = max(slowest[round_id], float(meta["processing_time"]))
+            last_update[round_id] = max(last_update.get(round_id, timestamp), timestamp)
     slowest_validation: dict[str, float] = defaultdict(float)
     for model_id, meta_text in validations:
         with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
@@ -199,7 +212,32 @@ def session_timing(database_url: str, session_id: str) -> SessionTiming:
         client_task=mean(slowest.values()) if slowest else 0.0,
         round_durations=durations,
         validation_task=mean(slowest_validation.values()) if slowest_validation else 0.0,
+        phases=round_phases(rounds, last_update, reported),
     )
+
+
+# A round's stretches, in order: Start sent -> the last client's update (every client validates the
+# previous model, then trains) -> the combiner's report stored -> the model committed -> the next
+# round's Start sent.
+PHASES = ("start to last update", "last update to report", "report to commit", "commit to next start")
+
+
+def round_phases(
+    rounds: list[tuple[str, dt.datetime | None, dt.datetime | None]],
+    last_update: dict[str, dt.datetime],
+    reported: dict[str, dt.datetime],
+) -> dict[str, float]:
+    stretches: dict[str, list[float]] = {name: [] for name in PHASES}
+    for (round_id, started, finished), following in zip(rounds, [*rounds[1:], None], strict=True):
+        update, report = last_update.get(str(round_id)), reported.get(round_id)
+        if None in (started, finished, update, report):
+            continue
+        points = [started, update, report, finished]
+        if following is not None and following[1] is not None:
+            points.append(following[1])
+        for name, (a, b) in zip(PHASES, itertools.pairwise(points), strict=False):
+            stretches[name].append((b - a).total_seconds())
+    return {name: median(values) for name, values in stretches.items() if values}
 
 
 def client_name(index: int) -> str:
@@ -262,6 +300,11 @@ def measure(
                     f"{clients:>4} {variant:<14} {timing.per_round:>8.2f} {timing.client_task:>9.2f} "
                     f"{timing.validation_task:>10.2f} {timing.overhead:>10.2f}   "
                     f"{' '.join(f'{d:.2f}' for d in timing.round_durations)}",
+                    flush=True,
+                )
+                print(
+                    f"{'':>20} median s: "
+                    + ", ".join(f"{name} {seconds:.3f}" for name, seconds in timing.phases.items()),
                     flush=True,
                 )
             wake_first = not wake_first
