@@ -11,6 +11,7 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,17 @@ class _Report:
     body: Any
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What one request sends: the first `taken` reports of the queue, under `key` where the route
+    takes lists (a resend of the same key stores nothing at the controller)."""
+
+    path: str
+    body: Any
+    taken: int
+    key: str | None
+
+
 # Each kind of report goes out on its own lane (queue and sender): validations never wait behind a
 # backlog of statuses, and a round's report never waits behind either.
 LANES = ("statuses", "validations", "rounds", "other")
@@ -147,6 +159,8 @@ class _Lane:
         self._max_backoff = max_backoff
         self._changed = threading.Condition()
         self._in_flight = 0
+        # The batch whose send failed: sent again unchanged, more reports queued meanwhile or not.
+        self._retrying: _Batch | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -205,8 +219,12 @@ class _Lane:
             self._thread.join(timeout=max(1.0, self._request_timeout))
         self._session.close()
 
-    def _next_batch(self) -> tuple[str, Any, int] | None:
+    def _next_batch(self) -> _Batch | None:
         with self._changed:
+            if self._retrying is not None:
+                # Sent again as it was, under its key: the controller may have stored it already.
+                self._in_flight = self._retrying.taken
+                return self._retrying
             while not self._queue:
                 if self._stop.is_set():
                     return None
@@ -214,12 +232,16 @@ class _Lane:
             first = self._queue[0]
             if first.path in BATCHABLE_PATHS:
                 reports = _prefix(self._queue, first.path)
-                body: Any = [item for report in reports for item in _as_list(report.body)]
-                taken = len(reports)
+                batch = _Batch(
+                    first.path,
+                    [item for report in reports for item in _as_list(report.body)],
+                    len(reports),
+                    uuid.uuid4().hex,
+                )
             else:
-                body, taken = first.body, 1
-            self._in_flight = taken
-            return first.path, body, taken
+                batch = _Batch(first.path, first.body, 1, None)
+            self._in_flight = batch.taken
+            return batch
 
     def _run(self) -> None:
         backoff = self._initial_backoff
@@ -227,15 +249,21 @@ class _Lane:
             batch = self._next_batch()
             if batch is None:
                 return
-            path, body, taken = batch
-            outcome = self._send(path, body)
+            outcome = self._send(batch)
             with self._changed:
-                if outcome != "retry":
-                    for _ in range(taken):
+                if outcome == "retry" and batch.key is not None:
+                    # Its reports stay in flight: neither replaced nor dropped while it is retried.
+                    self._retrying = batch
+                elif outcome == "retry":
+                    # Taken again from the queue, where a newer report may have replaced it.
+                    self._in_flight = 0
+                else:
+                    self._retrying = None
+                    for _ in range(batch.taken):
                         self._queue.popleft()
                     if outcome == "sent":
                         self.sent += 1
-                self._in_flight = 0
+                    self._in_flight = 0
                 self._changed.notify_all()
             if outcome == "retry":
                 if self._stop.wait(backoff):
@@ -244,10 +272,12 @@ class _Lane:
             else:
                 backoff = self._initial_backoff
 
-    def _send(self, path: str, body: Any) -> str:
+    def _send(self, batch: _Batch) -> str:
+        path = batch.path
+        headers = {"Idempotency-Key": batch.key} if batch.key else None
         try:
             response = self._session.post(
-                self.controller_url + path, json=body, timeout=self._request_timeout
+                self.controller_url + path, json=batch.body, headers=headers, timeout=self._request_timeout
             )
         except requests.RequestException as exc:
             logger.warning(

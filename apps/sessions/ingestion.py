@@ -4,6 +4,8 @@ Each document is checked key by key; anything unknown or mistyped is refused wit
 """
 
 import datetime as dt
+import re
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, connections, models, router, transaction
@@ -11,7 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.sessions.choices import LogLevel, Role, RoundStatus, StatusType
-from apps.sessions.models import CombinerReport, Round, Status, Validation
+from apps.sessions.models import CombinerReport, ForwardedBatch, Round, Status, Validation
 from apps.sessions.services import SessionError
 from apps.sessions.steps import wake_on_report, wake_on_validations
 from controlplane.errors import ConflictError
@@ -235,6 +237,29 @@ def insert_new_validations(rows: list[Validation]) -> int:
         # Dropped now, not at commit: the request may be one transaction holding several batches.
         cursor.execute("DROP TABLE incoming_validation")
         return created
+
+
+# A batch key as the combiner's reporter makes them (a uuid4's hex) or any client's of that shape.
+BATCH_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def forwarded_batch_record(
+    *, sender: str, key: str, docs: list[dict[str, Any]], record: Callable[..., int]
+) -> int:
+    """Store a batch `record` takes, unless this sender's batch `key` was stored before (0: a resend).
+
+    The receipt and the rows commit together: a batch whose rows failed leaves no receipt, and a
+    resend racing the first send waits for it on the receipt's unique index.
+    """
+    if not BATCH_KEY.fullmatch(key):
+        raise SessionError("Idempotency-Key must be 1 to 64 letters, digits, '-' or '_'")
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                ForwardedBatch.objects.create(sender=sender, key=key)
+        except IntegrityError:
+            return 0
+        return record(docs=docs)
 
 
 def statuses_record(*, docs: list[dict[str, Any]]) -> int:

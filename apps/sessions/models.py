@@ -234,6 +234,24 @@ class Validation(models.Model):
         return f"{self.sender_name} on {self.model_id}"
 
 
+class ForwardedBatch(models.Model):
+    """A batch of statuses or validations a combiner forwarded, by the key it sent it with.
+
+    A combiner that lost the controller's answer sends the same batch again under the same key;
+    the receipt, written in the same transaction as the batch's rows, makes that resend store nothing.
+    """
+
+    sender = models.CharField(max_length=128, blank=True, default="", help_text="The token's subject.")
+    key = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sender", "key"], name="forwarded_batch_once")]
+
+    def __str__(self) -> str:
+        return f"{self.sender or '-'}:{self.key}"
+
+
 class ControllerState(models.Model):
     """The controller's state, one row, in the database so every process sees the same."""
 

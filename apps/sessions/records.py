@@ -4,6 +4,7 @@ session's config as FEDn shows it.
 The session life cycle (services.py) and the orchestration both write these, so they sit below both.
 """
 
+import datetime as dt
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -11,7 +12,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.sessions.choices import ACTIVE_SESSION_STATUSES, ControllerStateValue, LogLevel, Role, StatusType
-from apps.sessions.models import ControllerState, Round, Session, Status
+from apps.sessions.models import ControllerState, ForwardedBatch, Round, Session, Status
 from controlplane.federation import federation_holds_set
 
 
@@ -113,3 +114,15 @@ def event_log(
         timestamp=timezone.now(),
         session_id=session_id,
     )
+
+
+# Receipts of forwarded batches (ingestion.forwarded_batch_record) are kept this long: far past any
+# combiner's retries of one batch.
+BATCH_RECEIPTS_KEPT = dt.timedelta(days=1)
+
+
+def forwarded_batches_prune(*, now: dt.datetime | None = None) -> int:
+    """Forget batch receipts older than BATCH_RECEIPTS_KEPT."""
+    cutoff = (now or timezone.now()) - BATCH_RECEIPTS_KEPT
+    deleted, _ = ForwardedBatch.objects.filter(received_at__lt=cutoff).delete()
+    return deleted

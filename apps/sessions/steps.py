@@ -130,6 +130,7 @@ def sessions_watchdog() -> int:
     """Re-enqueue running sessions whose next step is overdue (e.g. the worker running it died);
     bring the federation holds back in line with the running sessions."""
     records.federation_holds_sync()
+    records.forwarded_batches_prune()
     overdue = leases.sessions_needing_a_step()
     for session_pk in overdue:
         logger.info("Resuming session %s", session_pk)

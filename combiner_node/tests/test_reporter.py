@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -89,6 +90,48 @@ def test_server_errors_are_retried_and_refusals_are_not(controller: FakeControll
     reporter.close()
     assert controller.bodies("/api/v1/rounds/1/reports") == [{"n": 1}] * 3
     assert controller.bodies("/api/v1/rounds/2/reports") == [{"n": 2}]
+
+
+def keys(controller: FakeController, path: str) -> list[str | None]:
+    with controller.lock:
+        return [headers.get("Idempotency-Key") for sent, _, headers in controller.requests if sent == path]
+
+
+def test_a_batch_whose_answer_failed_is_sent_again_unchanged_under_its_key(
+    controller: FakeController,
+) -> None:
+    # The first answer is lost (the controller may have stored the batch); the resend must be the
+    # same batch under the same key, not the batch plus what was queued meanwhile.
+    controller.script("/api/v1/statuses/", (503, {}))
+    reporter = ControllerReporter(controller.url, initial_backoff=0.2, max_backoff=0.2)
+    for i in range(3):
+        reporter.post("/api/v1/statuses/", {"status": f"s{i}"})
+    reporter.start()
+    wait_for(lambda: len(controller.bodies("/api/v1/statuses/")) >= 1, timeout=5)
+    reporter.post("/api/v1/statuses/", {"status": "s3"})
+    reporter.post("/api/v1/rounds/1/reports", {"status": "Success"})
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    first = [{"status": f"s{i}"} for i in range(3)]
+    assert controller.bodies("/api/v1/statuses/") == [first, first, [{"status": "s3"}]]
+    sent_keys = keys(controller, "/api/v1/statuses/")
+    assert sent_keys[0] == sent_keys[1] != sent_keys[2]
+    assert all(key and re.fullmatch(r"[0-9a-f]{32}", key) for key in sent_keys)
+    # A route that takes one report at a time is not a batch: no key.
+    assert keys(controller, "/api/v1/rounds/1/reports") == [None]
+
+
+def test_a_newer_snapshot_replaces_a_failed_one_that_waits_for_its_retry(controller: FakeController) -> None:
+    path = "/api/v1/combiners/north/clients"
+    controller.script(path, (503, {}))
+    reporter = ControllerReporter(controller.url, initial_backoff=0.3, max_backoff=0.3)
+    reporter.start()
+    reporter.post(path, [{"name": "old"}], replace=True)
+    wait_for(lambda: len(controller.bodies(path)) >= 1, timeout=5)
+    reporter.post(path, [{"name": "new"}], replace=True)
+    assert reporter.flush(timeout=5)
+    reporter.close()
+    assert controller.bodies(path) == [[{"name": "old"}], [{"name": "new"}]]
 
 
 def test_outage_never_blocks_posting_and_the_buffer_is_bounded() -> None:

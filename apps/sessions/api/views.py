@@ -1,7 +1,7 @@
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -22,10 +22,15 @@ from apps.sessions.api.serializers import (
 )
 from apps.sessions.choices import SessionStatus
 from apps.sessions.filtersets import RoundFilterSet, SessionFilterSet, StatusFilterSet, ValidationFilterSet
-from apps.sessions.ingestion import round_record_report, statuses_record, validations_record
+from apps.sessions.ingestion import (
+    forwarded_batch_record,
+    round_record_report,
+    statuses_record,
+    validations_record,
+)
 from apps.sessions.models import Round, Session, Status, Validation
 from apps.sessions.services import session_create, session_start, session_stop
-from controlplane.api.auth import IsCombinerRole, require_speaks_for
+from controlplane.api.auth import IsCombinerRole, bound_subject, require_speaks_for
 from controlplane.api.schema import error, read_routes, typed_or_raw
 from controlplane.api.viewsets import FednReadViewSet
 
@@ -161,11 +166,28 @@ class CombinerForwardedViewSet(FednReadViewSet):
                 ]
             }
         },
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="The batch's key (1-64 of A-Z a-z 0-9 - _): a batch sent again under the "
+                "key it was stored with stores nothing and answers created 0.",
+            )
+        ],
         responses={201: inline_serializer("DocumentsCreated", {"created": serializers.IntegerField()})},
     )
     def create(self, request: Request) -> Response:
         """Documents forwarded by a combiner, in FEDn's camelCase MessageToDict form."""
-        created = type(self).record(docs=as_documents(request.data))
+        docs = as_documents(request.data)
+        record = type(self).record
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            created = record(docs=docs)
+        else:
+            sender = bound_subject(request) or ""
+            created = forwarded_batch_record(sender=sender, key=key, docs=docs, record=record)
         return Response({"created": created}, status=status.HTTP_201_CREATED)
 
 
