@@ -36,6 +36,8 @@ class Stored:
     reports: dict[int, list[dict[str, Any]]]
     models: dict[str, dict[str, Any]]
     validations: list[dict[str, Any]]
+    # The clients' statuses, as (sender, type, timestamp, status, correlation id) with their count.
+    client_statuses: list[dict[str, Any]]
 
 
 def connect(database_url: str) -> psycopg.Connection[dict[str, Any]]:
@@ -88,7 +90,13 @@ def load(database_url: str, session_id: str) -> Stored:
             "SELECT sender_name, model_id, correlation_id FROM fl_sessions_validation WHERE session_id = %s",
             (session_id,),
         ).fetchall()
-    return Stored(session, rounds, reports, models, validations)
+        client_statuses = db.execute(
+            "SELECT sender_name, type, timestamp, status, correlation_id, count(*) AS copies"
+            " FROM fl_sessions_status WHERE session_id = %s AND sender_role = 'WORKER'"
+            " GROUP BY sender_name, type, timestamp, status, correlation_id",
+            (session_id,),
+        ).fetchall()
+    return Stored(session, rounds, reports, models, validations, client_statuses)
 
 
 # ---------------------------------------------------------------- the invariants
@@ -185,6 +193,15 @@ def validations_once(stored: Stored, sent: Iterable[tuple[str, str, str]]) -> st
         f"{len(sent_keys)} validations logged as sent by the clients, all stored, "
         f"{sum(stored_keys.values())} stored, none twice"
     )
+
+
+def statuses_once(stored: Stored) -> str:
+    """A client's status (its own timestamp, to the microsecond) is stored once, though a combiner
+    resends a batch whose answer it lost when the controller is killed."""
+    repeated = [row for row in stored.client_statuses if row["copies"] > 1]
+    assert not repeated, f"{len(repeated)} client status(es) stored more than once, e.g. {repeated[:3]}"
+    assert stored.client_statuses, "no client status stored: the check proved nothing"
+    return f"{len(stored.client_statuses)} client statuses stored, none twice"
 
 
 def final_attempt(stored: Stored, item: dict[str, Any]) -> list[dict[str, Any]]:

@@ -170,6 +170,7 @@ def check_invariants(
         lambda: invariants.validations_once(
             stored, invariants.validations_sent(federation.logs, list(CLIENTS))
         ),
+        lambda: invariants.statuses_once(stored),
     ):
         print(f"  ok  {check()}")
     print(f"  ok  {all_clients_online(federation)}")
