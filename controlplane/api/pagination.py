@@ -83,11 +83,15 @@ def _compiled(queryset: QuerySet) -> tuple[str, tuple[Any, ...]] | None:
 
 class Listing:
     """A list's rows as a request asks for them: its queryset, written out without its ordering at
-    most once. That SQL names the list's rows (whatever their order) for the cached total and the
-    cached page positions, and is what is counted; writing it costs as much as running a page."""
+    most once. That SQL is what is counted; writing it costs as much as running a page.
 
-    def __init__(self, queryset: QuerySet) -> None:
+    The cached total and the cached page positions are keyed by `names`, when the caller can name
+    the rows without the SQL (a viewset: its entity and the request's filters), else by the SQL.
+    """
+
+    def __init__(self, queryset: QuerySet, names: tuple[Any, ...] | None = None) -> None:
         self.queryset = queryset
+        self.names = names
 
     @cached_property
     def unordered_sql(self) -> tuple[str, tuple[Any, ...]] | None:
@@ -96,19 +100,24 @@ class Listing:
     @cached_property
     def digest(self) -> str | None:
         """A key naming the list's rows (None: it can match nothing)."""
+        label = self.queryset.model._meta.label
+        if self.names is not None:
+            return hashlib.sha256(f"{label}|{self.names!r}".encode()).hexdigest()
         if self.unordered_sql is None:
             return None
         sql, params = self.unordered_sql
-        return hashlib.sha256(f"{self.queryset.model._meta.label}|{sql}|{params!r}".encode()).hexdigest()
+        return hashlib.sha256(f"{label}|{sql}|{params!r}".encode()).hexdigest()
 
     def count(self) -> int:
         """The list's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
-        if self.unordered_sql is None or self.digest is None:
+        if self.digest is None:
             return 0
         key = f"fedplane:count:{self.digest}"
         cached = cache.get(key)
         if cached is not None:
             return int(cached)
+        if self.unordered_sql is None:
+            return 0
         sql, params = self.unordered_sql
         # What QuerySet.count() asks of a sliced or distinct queryset; the database reads the same
         # index as for a plain COUNT(*), without the subquery's columns.
@@ -120,9 +129,9 @@ class Listing:
         return count
 
 
-def count_of(queryset: QuerySet) -> int:
+def count_of(queryset: QuerySet, names: tuple[Any, ...] | None = None) -> int:
     """The queryset's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
-    return Listing(queryset).count()
+    return Listing(queryset, names).count()
 
 
 def sort_key(queryset: QuerySet) -> tuple[str, bool] | None:
@@ -225,7 +234,8 @@ class HeaderLimitOffsetPagination(BasePagination):
         if not queryset.ordered:
             raise ValueError("Refusing to paginate an unordered queryset")
         limit, skip = page_window(request)
-        listing = Listing(queryset)
+        names = getattr(view, "listing_names", None)
+        listing = Listing(queryset, names() if names is not None else None)
         page = read_page(listing, skip, limit)
         # A page that ends before its limit ends the list, so the total is known without counting.
         if len(page) < limit and (page or skip == 0):

@@ -61,6 +61,15 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
             queryset = self.sort_queryset(queryset)
         return queryset
 
+    def listing_names(self) -> tuple[Any, ...]:
+        """What names this request's list (before its order): the entity and its filters.
+
+        A viewset's rows depend on its queryset and the filters alone, so cached totals and page
+        positions are keyed by these rather than by the list's SQL, which costs a compile to write.
+        """
+        filters = FednFilterBackend().filter_values(self.request)
+        return (type(self).__module__, type(self).__qualname__, tuple(sorted(filters.items())))
+
     def get_object(self) -> Model:
         """By natural key or primary key, from this viewset's own queryset (its joins and prefetches)."""
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
@@ -97,4 +106,4 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=False, methods=["get", "post"])
     def count(self, request: Request) -> Response:
         """The number of matching objects, as a bare integer."""
-        return Response(count_of(self.filter_queryset(self.get_queryset())))
+        return Response(count_of(self.filter_queryset(self.get_queryset()), self.listing_names()))

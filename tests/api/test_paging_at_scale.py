@@ -145,3 +145,32 @@ def test_a_deep_pages_position_is_kept_as_briefly_as_the_total(api: Any, statuse
     assert page(api, 1_500, 50, HTTP_X_SORT_ORDER="asc")[1] == ascending[1_500:1_550]
     cache.clear()
     assert page(api, 1_500, 50, HTTP_X_SORT_ORDER="asc")[1] == ascending[1_499:1_549]
+
+
+def test_cached_totals_and_positions_are_kept_apart_per_filter_and_route(
+    api: Any, statuses: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagination, "CACHED_COUNT_FLOOR", 100)
+    monkeypatch.setattr(pagination, "DEFERRED_JOIN_SKIP", 50)
+    by_sender = {
+        name: list(
+            Status.objects.filter(sender_name=name).order_by("-timestamp", "-id").values_list("id", flat=True)
+        )
+        for name in ("client-0", "client-4")  # 358 and 357 rows
+    }
+    for _ in range(2):  # the second pass reads the totals and positions the first one kept
+        for name, ids in by_sender.items():
+            got = api.get("/api/v1/statuses/", {"sender_name": name}, HTTP_X_SKIP="100", HTTP_X_LIMIT="60")
+            assert got.json() == {"count": len(ids), "result": got.json()["result"]}
+            assert [int(row["id"]) for row in got.json()["result"]] == ids[100:160]
+            posted = api.post(
+                "/api/v1/statuses/list",
+                {"sender_name": name},
+                format="json",
+                HTTP_X_SKIP="160",
+                HTTP_X_LIMIT="60",
+            ).json()
+            assert (posted["count"], [int(row["id"]) for row in posted["result"]]) == (len(ids), ids[160:220])
+            assert api.get("/api/v1/statuses/count", {"sender_name": name}).json() == len(ids)
+        assert api.get("/api/v1/validations/count").json() == 0
+    assert api.get("/api/v1/statuses/count").json() == ROWS
