@@ -4,17 +4,16 @@ lost, e.g. the controller restarted after storing it) stores nothing, on statuse
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.sessions.ingestion import forwarded_batch_record, statuses_record
 from apps.sessions.models import ForwardedBatch, Status, Validation
 from apps.sessions.records import BATCH_RECEIPTS_KEPT, forwarded_batches_prune
 
+from .concurrency import POSTGRESQL_ONLY, send_twice_at_once
 from .factories import Network, make_token, status_doc, validation_doc
 
 STATUSES = "/api/v1/statuses/"
@@ -100,41 +99,11 @@ def test_receipts_older_than_a_day_are_pruned(db: None) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="SQLite admits no second writer inside a write transaction"
-)
+@POSTGRESQL_ONLY
 def test_a_resend_arriving_while_the_first_send_is_being_written_stores_nothing() -> None:
     docs = [status_doc(status="a"), status_doc(status="b")]
-    first_written = threading.Event()
-    results: dict[str, int] = {}
-
-    def first_send() -> None:
-        try:
-            with transaction.atomic():
-                results["first"] = forwarded_batch_record(
-                    sender="north", key="k", docs=docs, record=statuses_record
-                )
-                first_written.set()
-                # Not committed yet while the resend runs: it must wait for this outcome.
-                resend.join(timeout=0.5)
-        finally:
-            connection.close()
-
-    def second_send() -> None:
-        try:
-            assert first_written.wait(10)
-            results["resend"] = forwarded_batch_record(
-                sender="north", key="k", docs=docs, record=statuses_record
-            )
-        finally:
-            connection.close()
-
-    resend = threading.Thread(target=second_send)
-    first = threading.Thread(target=first_send)
-    first.start()
-    resend.start()
-    first.join(timeout=30)
-    resend.join(timeout=30)
-    assert not first.is_alive() and not resend.is_alive()
+    results = send_twice_at_once(
+        lambda: forwarded_batch_record(sender="north", key="k", docs=docs, record=statuses_record)
+    )
     assert results == {"first": 2, "resend": 0}
     assert sorted(Status.objects.values_list("status", flat=True)) == ["a", "b"]

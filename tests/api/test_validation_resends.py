@@ -3,15 +3,14 @@ storing it): each client's answer to a validation request is stored once, howeve
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
 
 from apps.sessions.ingestion import validations_record
 from apps.sessions.models import Validation
 
+from .concurrency import POSTGRESQL_ONLY, send_twice_at_once
 from .factories import Network, validation_doc
 
 
@@ -66,37 +65,9 @@ def test_validations_without_a_request_id_are_never_taken_for_resends(network: N
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="SQLite admits no second writer inside a write transaction"
-)
+@POSTGRESQL_ONLY
 def test_a_resend_arriving_while_the_first_send_is_being_written_stores_nothing() -> None:
     docs = [answer("client-a", "req-1"), answer("client-b", "req-2")]
-    first_inserted = threading.Event()
-    results: dict[str, int] = {}
-
-    def first_send() -> None:
-        try:
-            with transaction.atomic():
-                results["first"] = validations_record(docs=docs)
-                first_inserted.set()
-                # Still uncommitted while the resend runs: the resend must wait for this outcome.
-                resend.join(timeout=0.5)
-        finally:
-            connection.close()
-
-    def second_send() -> None:
-        try:
-            assert first_inserted.wait(10)
-            results["resend"] = validations_record(docs=docs)
-        finally:
-            connection.close()
-
-    resend = threading.Thread(target=second_send)
-    first = threading.Thread(target=first_send)
-    first.start()
-    resend.start()
-    first.join(timeout=30)
-    resend.join(timeout=30)
-    assert not first.is_alive() and not resend.is_alive()
+    results = send_twice_at_once(lambda: validations_record(docs=docs))
     assert results == {"first": 2, "resend": 0}
     assert stored_keys() == [("client-a", "model-a", "req-1"), ("client-b", "model-a", "req-2")]
