@@ -174,3 +174,29 @@ def test_cached_totals_and_positions_are_kept_apart_per_filter_and_route(
             assert api.get("/api/v1/statuses/count", {"sender_name": name}).json() == len(ids)
         assert api.get("/api/v1/validations/count").json() == 0
     assert api.get("/api/v1/statuses/count").json() == ROWS
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's query plans")
+@pytest.mark.parametrize("query", ["", "?type=LOG", "?sender_name=client-3&type=LOG"])
+def test_a_page_read_from_a_kept_position_is_one_range_of_the_index(
+    api: Any, statuses: list[int], query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pagination, "DEFERRED_JOIN_SKIP", 50)  # the filtered lists hold 179 rows
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE fl_sessions_status")
+    path = f"/api/v1/statuses/{query}"
+    assert api.get(path, HTTP_X_SKIP="60", HTTP_X_LIMIT="50").status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get(path, HTTP_X_SKIP="110", HTTP_X_LIMIT="50").status_code == 200
+    (listing,) = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("SET enable_sort = off")
+        cursor.execute(f"EXPLAIN {listing}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_sort")
+        cursor.execute("RESET enable_seqscan")
+    # The position bounds the index scan itself (an Index Cond), not a filter over the rows read.
+    index_condition = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert any("ROW(" in line and "timestamp" in line for line in index_condition), plan
+    assert "Sort Key" not in plan.replace("Presorted Key", ""), plan
