@@ -37,6 +37,19 @@ def statuses() -> list[int]:
     return list(Status.objects.order_by("-timestamp", "-id").values_list("id", flat=True))
 
 
+def plan_of(sql: str) -> str:
+    """PostgreSQL's plan for `sql`. A table this small would otherwise be scanned, or its few matches
+    fetched and sorted: with both discouraged, a plan still sorts only if no index gives the order."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("SET enable_sort = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_sort")
+        cursor.execute("RESET enable_seqscan")
+    return plan
+
+
 def page(api: Any, skip: int, limit: int, **headers: str) -> tuple[int, list[int]]:
     answer = api.get("/api/v1/statuses/", HTTP_X_SKIP=str(skip), HTTP_X_LIMIT=str(limit), **headers)
     assert answer.status_code == 200, answer.content
@@ -112,15 +125,7 @@ def test_postgresql_reads_each_filtered_page_in_index_order(
         assert api.get(f"/api/v1/statuses/{query}", HTTP_X_LIMIT="100").status_code == 200
     (listing,) = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
     assert "NULLS" not in listing
-    with connection.cursor() as cursor:
-        # A table this small would otherwise be scanned, or its few matches fetched and sorted: with
-        # both discouraged, a plan still sorts only if no index gives the order.
-        cursor.execute("SET enable_seqscan = off")
-        cursor.execute("SET enable_sort = off")
-        cursor.execute(f"EXPLAIN {listing}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_sort")
-        cursor.execute("RESET enable_seqscan")
+    plan = plan_of(listing)
     assert "Index" in plan, plan
     assert "Sort Key" not in plan.replace("Presorted Key", ""), plan
 
@@ -189,13 +194,7 @@ def test_a_page_read_from_a_kept_position_is_one_range_of_the_index(
     with CaptureQueriesContext(connection) as queries:
         assert api.get(path, HTTP_X_SKIP="110", HTTP_X_LIMIT="50").status_code == 200
     (listing,) = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")
-        cursor.execute("SET enable_sort = off")
-        cursor.execute(f"EXPLAIN {listing}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_sort")
-        cursor.execute("RESET enable_seqscan")
+    plan = plan_of(listing)
     # The position bounds the index scan itself (an Index Cond), not a filter over the rows read.
     index_condition = [line for line in plan.splitlines() if "Index Cond" in line]
     assert any("ROW(" in line and "timestamp" in line for line in index_condition), plan
