@@ -8,7 +8,13 @@ from typing import Any
 from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
-from django.db.models import BooleanField, Expression, F, Field, OrderBy, QuerySet
+from django.db.models import F, OrderBy, QuerySet
+from django.db.models.fields.tuple_lookups import (
+    TupleGreaterThan,
+    TupleGreaterThanOrEqual,
+    TupleLessThan,
+    TupleLessThanOrEqual,
+)
 from django.db.models.query import ModelIterable, ValuesListIterable
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
@@ -154,58 +160,18 @@ def sort_key(queryset: QuerySet) -> tuple[str, bool] | None:
 Anchor = tuple[Any, Any, bool]
 
 
-class FromPosition(Expression):
-    """`(field, pk) <op> (value, pk value)`: the rows at or past a position of a list ordered by
-    (field, pk), as one row-value comparison.
-
-    PostgreSQL reads it as one range of the list's (…, field, id) index, and it costs one expression
-    to build and compile where the same condition in lookups (field past the value, or equal to it
-    with the pk past) took three filters and two Q objects per page.
-    """
-
-    conditional = True
-    output_field = BooleanField()
-
-    def __init__(self, field: str, operator: str, value: Any, pk: Any) -> None:
-        super().__init__()
-        self.columns: list[Any] = [F(field), F("pk")]
-        self.operator = operator
-        self.position = (value, pk)
-        self.fields: tuple[Field, Field] | None = None
-
-    def get_source_expressions(self) -> list[Any]:
-        return self.columns
-
-    def set_source_expressions(self, exprs: list[Any]) -> None:
-        self.columns = list(exprs)
-
-    def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> "FromPosition":
-        resolved = self.copy()
-        resolved.columns = [column.resolve_expression(query, *args, **kwargs) for column in self.columns]
-        resolved.fields = (resolved.columns[0].output_field, resolved.columns[1].output_field)
-        return resolved
-
-    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> tuple[str, list[Any]]:
-        assert self.fields is not None, "FromPosition compiled before it was resolved"
-        sqls: list[str] = []
-        params: list[Any] = []
-        for column in self.columns:
-            sql, column_params = compiler.compile(column)
-            sqls.append(sql)
-            params.extend(column_params)
-        # The values as the columns' lookups would send them (a timestamp read as text parsed, etc.).
-        params += [
-            field.get_db_prep_value(value, connection)
-            for field, value in zip(self.fields, self.position, strict=True)
-        ]
-        return f"({sqls[0]}, {sqls[1]}) {self.operator} (%s, %s)", params
-
-
 def _from_anchor(queryset: QuerySet, field: str, descending: bool, anchor: Anchor) -> QuerySet:
     """The rows from `anchor` on in the list's order: a range of the sort index, no offset."""
     value, pk, inclusive = anchor
-    operator = ("<" if descending else ">") + ("=" if inclusive else "")
-    return queryset.filter(FromPosition(field, operator, value, pk))
+    # One row-value comparison, (field, pk) past (value, pk): PostgreSQL bounds the index scan with
+    # it, where "field past value, or equal with pk past" was a filter over the rows read.
+    past = {
+        (True, True): TupleLessThanOrEqual,
+        (True, False): TupleLessThan,
+        (False, True): TupleGreaterThanOrEqual,
+        (False, False): TupleGreaterThan,
+    }[descending, inclusive]
+    return queryset.filter(past((F(field), F("pk")), (value, pk)))
 
 
 def _position_of(queryset: QuerySet, field: str) -> Callable[[Any], tuple[Any, Any]] | None:
