@@ -6,9 +6,7 @@ in apps.identity, which the settings point at. Off while FEDN_JWT_SECRET_KEY is 
 Django staff users logged in to the admin may use every route from the browsable API.
 """
 
-import collections
 import functools
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -84,50 +82,30 @@ def _token_decoder() -> jwt.PyJWT:
 TOKEN_DECODER = _token_decoder()
 
 
-# Tokens already verified, with their claims: a client sends the same token with every request, and
-# decoding it (base64, JSON, HMAC, the claim checks) was a tenth of an API list's CPU. Keyed by the
-# token and everything its verdict depends on; `exp` is checked again on every use.
-VERIFIED_TOKENS_KEPT = 1024
-_verified: collections.OrderedDict[tuple[str, ...], dict[str, Any]] = collections.OrderedDict()
-_verified_lock = threading.Lock()
-
-
-def _verdict_key(token: str) -> tuple[str, ...]:
-    return (
+def decode_token(token: str) -> dict[str, Any]:
+    claims = _verified_claims(
         token,
         settings.FEDN_JWT_SECRET_KEY,
         settings.FEDN_JWT_ALGORITHM,
         settings.FEDN_JWT_CUSTOM_CLAIM_KEY or "",
         settings.FEDN_JWT_CUSTOM_CLAIM_VALUE or "",
     )
-
-
-def decode_token(token: str) -> dict[str, Any]:
-    key = _verdict_key(token)
-    with _verified_lock:
-        claims = _verified.get(key)
-        if claims is not None:
-            _verified.move_to_end(key)
-    if claims is not None:
-        if time.time() < claims["exp"]:
-            return claims
+    # A kept verdict outlives the token's expiry: `exp` is checked again on every use.
+    if time.time() >= claims["exp"]:
         raise exceptions.AuthenticationFailed("Token expired")
-    claims = _decode_token(token)
-    if isinstance(claims["exp"], int | float):
-        with _verified_lock:
-            _verified[key] = claims
-            if len(_verified) > VERIFIED_TOKENS_KEPT:
-                _verified.popitem(last=False)
     return claims
 
 
-def _decode_token(token: str) -> dict[str, Any]:
+# Tokens already verified, with their claims: a client sends the same token with every request, and
+# decoding it (base64, JSON, HMAC, the claim checks) was a tenth of an API list's CPU. Keyed by the
+# token and everything its verdict depends on; a refused token raises and so is not kept.
+@functools.lru_cache(maxsize=1024)
+def _verified_claims(
+    token: str, secret: str, algorithm: str, claim_key: str, claim_value: str
+) -> dict[str, Any]:
     try:
         claims = TOKEN_DECODER.decode(
-            token,
-            settings.FEDN_JWT_SECRET_KEY,
-            algorithms=[settings.FEDN_JWT_ALGORITHM],
-            options={"require": list(REQUIRED_CLAIMS)},
+            token, secret, algorithms=[algorithm], options={"require": list(REQUIRED_CLAIMS)}
         )
     except jwt.ExpiredSignatureError as exc:
         raise exceptions.AuthenticationFailed("Token expired") from exc
@@ -136,8 +114,7 @@ def _decode_token(token: str) -> dict[str, Any]:
         raise exceptions.AuthenticationFailed(f"Token has no {exc.claim!r} claim") from exc
     except jwt.InvalidTokenError as exc:
         raise exceptions.AuthenticationFailed("Invalid token") from exc
-    key, value = settings.FEDN_JWT_CUSTOM_CLAIM_KEY, settings.FEDN_JWT_CUSTOM_CLAIM_VALUE
-    if key and value and claims.get(key) != value:
+    if claim_key and claim_value and claims.get(claim_key) != claim_value:
         raise exceptions.AuthenticationFailed("Invalid token")
     subject = claims.get("sub")
     if claims.get("role") in BOUND_ROLES and not (isinstance(subject, str) and subject):
