@@ -1,7 +1,9 @@
 """Paging by FEDn's X-Limit/X-Skip headers or DRF's ?limit=&offset=, answered as {count, result}."""
 
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -9,6 +11,7 @@ from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import F, OrderBy, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.tuple_lookups import (
     TupleGreaterThan,
     TupleGreaterThanOrEqual,
@@ -38,6 +41,13 @@ COUNT_CACHE_SECONDS = 2
 
 # The databases' largest integer: a larger LIMIT or OFFSET is a database error, not an empty page.
 MAX_DB_INT = 2**63 - 1
+
+# How many compiled lists a process keeps (ListPlan): a list asked for again with the same filters,
+# columns and order runs its SQL without its queryset being built and compiled again. A list named
+# by longer filter values than KEPT_NAMES_MAX characters is compiled each time, so the kept plans
+# stay small whatever a caller sends.
+PLANS_KEPT = 1_024
+KEPT_NAMES_MAX = 2_000
 
 
 def _ascii_digits(value: str) -> bool:
@@ -87,51 +97,256 @@ def _compiled(queryset: QuerySet) -> tuple[str, tuple[Any, ...]] | None:
         return None
 
 
+def _counting(queryset: QuerySet) -> tuple[str, tuple[Any, ...]] | None:
+    """The SQL counting the queryset's rows (None: it can match nothing)."""
+    compiled = _compiled(queryset.order_by())
+    if compiled is None:
+        return None
+    sql, params = compiled
+    # What QuerySet.count() asks of a sliced or distinct queryset; the database reads the same
+    # index as for a plain COUNT(*), without the subquery's columns.
+    return f"SELECT COUNT(*) FROM ({sql}) counted", tuple(params)
+
+
+Row = Sequence[Any]
+# One column's conversions as Django applies them: its position, the functions in turn, its expression.
+Converter = tuple[int, tuple[Callable[..., Any], ...], Any]
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """A values_list queryset as Django compiles it: its SQL and parameters, and the converters
+    Django applies to its rows. Run with a slice, it gives the rows `queryset[skip:skip + limit]`
+    gives, from the same SQL, without the queryset being built or compiled again.
+    """
+
+    db: str
+    sql: str | None  # None: the queryset can match nothing
+    params: tuple[Any, ...]
+    converters: tuple[Converter, ...]
+
+    @classmethod
+    def of(cls, queryset: QuerySet) -> "ReadPlan | None":
+        """The plan of an unsliced values_list queryset; None for any other (it is run as it is)."""
+        query = queryset.query
+        if queryset._iterable_class is not ValuesListIterable or query.is_sliced or query.combinator:
+            return None
+        compiler = query.get_compiler(using=queryset.db)
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            return cls(queryset.db, None, (), ())
+        columns = [select[0] for select in compiler.select[: compiler.col_count]]
+        if compiler.has_extra_select or compiler.has_composite_fields(columns):
+            return None  # rows Django trims or regroups after reading them
+        plan = cls(
+            queryset.db,
+            sql,
+            tuple(params),
+            tuple(
+                (position, tuple(functions), expression)
+                for position, (functions, expression) in compiler.get_converters(columns).items()
+            ),
+        )
+        # A slice is the backend's LIMIT/OFFSET clause after the rest: where a backend writes it
+        # otherwise, the queryset is run as it is.
+        sliced = _compiled(queryset[1:3])
+        if sliced != (plan.sliced_sql(1, 2), params):
+            return None
+        return plan
+
+    def sliced_sql(self, skip: int, limit: int) -> str:
+        limits = connections[self.db].ops.limit_offset_sql(skip, skip + limit)
+        return f"{self.sql} {limits}"
+
+    def rows(self, skip: int, limit: int) -> list[Row]:
+        """Rows skip..skip+limit, as the queryset's [skip:skip + limit] gives them."""
+        if self.sql is None:
+            return []
+        connection = connections[self.db]
+        with connection.cursor() as cursor:
+            cursor.execute(self.sliced_sql(skip, limit), self.params)
+            rows = cursor.fetchall()
+        if not self.converters:
+            return rows
+        converted: list[Row] = []
+        for row in rows:
+            values = list(row)
+            for position, functions, expression in self.converters:
+                value = values[position]
+                for convert in functions:
+                    value = convert(value, expression, connection)
+                values[position] = value
+            converted.append(tuple(values))
+        return converted
+
+
+class _Wanted:
+    """A plan's key and, until the plan is built, how to build it. Hashed and compared by the key
+    alone; the builder is dropped once used, so a kept key holds no request."""
+
+    __slots__ = ("build", "key")
+
+    def __init__(self, key: Hashable, build: Callable[[], Any]) -> None:
+        self.key = key
+        self.build: Callable[[], Any] | None = build
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Wanted) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=PLANS_KEPT)
+def _kept(wanted: _Wanted) -> Any:
+    build, wanted.build = wanted.build, None
+    if build is None:
+        raise RuntimeError("a kept plan is built once")
+    return build()
+
+
+def kept_plan(key: Hashable, build: Callable[[], Any]) -> Any:
+    """The plan kept under `key`, built by `build` when there is none (a build that raises keeps none)."""
+    return _kept(_Wanted(key, build))
+
+
+@dataclass(frozen=True)
+class ListPlan:
+    """What a list's pages need, compiled once: its rows' plan, its count's SQL, its sort key
+    (sort_key) and where a row stands in that order (_position_of)."""
+
+    rows: ReadPlan
+    # The rows with the list's total after their columns, counted by the same statement: a page of a
+    # list whose total is not cached costs one query, not two.
+    counted_rows: ReadPlan | None
+    counting: tuple[str, tuple[Any, ...]] | None
+    sorted_by: tuple[str, bool] | None
+    position: Callable[[Any], tuple[Any, Any]] | None
+
+    @classmethod
+    def of(cls, queryset: QuerySet) -> "ListPlan | None":
+        rows = ReadPlan.of(queryset)
+        if rows is None:
+            return None
+        counting = _counting(queryset)
+        counted_rows = None
+        if counting is not None:
+            counted_rows = ReadPlan.of(queryset.annotate(listing_total=RawSQL(*counting)))
+        sorted_by = sort_key(queryset)
+        position = None if sorted_by is None else _position_of(queryset, sorted_by[0])
+        return cls(rows, counted_rows, counting, sorted_by, position)
+
+
 class Listing:
-    """A list's rows as a request asks for them: its queryset, written out without its ordering at
-    most once. That SQL is what is counted; writing it costs as much as running a page.
+    """A list's rows as a request asks for them, and what its pages need: the rows, the total, the
+    sort key. The queryset is built (`make`) and compiled only when it is needed.
 
     The cached total and the cached page positions are keyed by `names`, when the caller can name
     the rows without the SQL (a viewset: its entity and the request's filters), else by the SQL.
+
+    With `shape` as well (what else the queryset depends on: its columns and order), the list is
+    compiled once per process (ListPlan, kept under names and shape): a later request for the same
+    list runs that SQL, and the queryset is built only for the first read of a deep page.
     """
 
-    def __init__(self, queryset: QuerySet, names: tuple[Any, ...] | None = None) -> None:
-        self.queryset = queryset
+    def __init__(
+        self,
+        queryset: QuerySet | Callable[[], QuerySet],
+        names: tuple[Any, ...] | None = None,
+        *,
+        shape: tuple[Any, ...] | None = None,
+    ) -> None:
+        self.make = (lambda: queryset) if isinstance(queryset, QuerySet) else queryset
         self.names = names
+        # The total, when a page was read with it (ListPlan.counted_rows).
+        self.total: int | None = None
+        kept = names is not None and shape is not None and len(repr(names)) <= KEPT_NAMES_MAX
+        self.plan_key = (names, shape) if kept else None
 
     @cached_property
-    def unordered_sql(self) -> tuple[str, tuple[Any, ...]] | None:
-        return _compiled(self.queryset.order_by())
+    def queryset(self) -> QuerySet:
+        return self.make()
+
+    @cached_property
+    def plan(self) -> ListPlan | None:
+        if self.plan_key is None:
+            return None
+        plan: ListPlan | None = kept_plan(("list", self.plan_key), lambda: ListPlan.of(self.queryset))
+        return plan
+
+    @cached_property
+    def counting(self) -> tuple[str, tuple[Any, ...]] | None:
+        """The SQL counting the rows (None: the list can match nothing)."""
+        return self.plan.counting if self.plan is not None else _counting(self.queryset)
 
     @cached_property
     def digest(self) -> str | None:
         """A key naming the list's rows (None: it can match nothing)."""
-        label = self.queryset.model._meta.label
         if self.names is not None:
-            return hashlib.sha256(f"{label}|{self.names!r}".encode()).hexdigest()
-        if self.unordered_sql is None:
+            # The names are the viewset's and its filters': no queryset is built to name the rows.
+            return hashlib.sha256(repr(self.names).encode()).hexdigest()
+        if self.counting is None:
             return None
-        sql, params = self.unordered_sql
+        sql, params = self.counting
+        label = self.queryset.model._meta.label
         return hashlib.sha256(f"{label}|{sql}|{params!r}".encode()).hexdigest()
+
+    @cached_property
+    def sorted_by(self) -> tuple[str, bool] | None:
+        return self.plan.sorted_by if self.plan is not None else sort_key(self.queryset)
+
+    @cached_property
+    def position(self) -> Callable[[Any], tuple[Any, Any]] | None:
+        """How to read (sort key, pk) off one of the rows, if they carry both."""
+        if self.plan is not None:
+            return self.plan.position
+        return None if self.sorted_by is None else _position_of(self.queryset, self.sorted_by[0])
+
+    def rows(self, skip: int, limit: int) -> list[Any]:
+        if self.plan is None:
+            return list(self.queryset[skip : skip + limit])
+        if self.plan.counted_rows is None or self.count_key is None or cache.get(self.count_key) is not None:
+            return self.plan.rows.rows(skip, limit)
+        counted = self.plan.counted_rows.rows(skip, limit)
+        if counted:
+            self.total = counted[0][-1]
+        return [row[:-1] for row in counted]
+
+    def rows_from(self, field: str, descending: bool, anchor: "Anchor", limit: int) -> list[Any]:
+        """The first `limit` rows from `anchor` on, in the list's order."""
+        plan: ReadPlan | None = None
+        if self.plan is not None:
+            plan = kept_plan(
+                ("from", self.plan_key, field, descending, anchor),
+                lambda: ReadPlan.of(_from_anchor(self.queryset, field, descending, anchor)),
+            )
+        if plan is None:
+            return list(_from_anchor(self.queryset, field, descending, anchor)[:limit])
+        return plan.rows(0, limit)
+
+    @cached_property
+    def count_key(self) -> str | None:
+        return None if self.digest is None else f"fedplane:count:{self.digest}"
 
     def count(self) -> int:
         """The list's size; a large one is served from a cache of a few seconds (CACHED_COUNT_FLOOR)."""
-        if self.digest is None:
+        if self.count_key is None:
             return 0
-        key = f"fedplane:count:{self.digest}"
-        cached = cache.get(key)
-        if cached is not None:
-            return int(cached)
-        if self.unordered_sql is None:
-            return 0
-        sql, params = self.unordered_sql
-        # What QuerySet.count() asks of a sliced or distinct queryset; the database reads the same
-        # index as for a plain COUNT(*), without the subquery's columns.
-        with connections[self.queryset.db].cursor() as cursor:
-            cursor.execute(f"SELECT COUNT(*) FROM ({sql}) counted", params)
-            (count,) = cursor.fetchone()
+        count = self.total
+        if count is None:
+            cached = cache.get(self.count_key)
+            if cached is not None:
+                return int(cached)
+            if self.counting is None:
+                return 0
+            sql, params = self.counting
+            db = self.plan.rows.db if self.plan is not None else self.queryset.db
+            with connections[db].cursor() as cursor:
+                cursor.execute(sql, params)
+                (count,) = cursor.fetchone()
         if count >= CACHED_COUNT_FLOOR:
-            cache.set(key, count, COUNT_CACHE_SECONDS)
+            cache.set(self.count_key, count, COUNT_CACHE_SECONDS)
         return count
 
 
@@ -194,21 +409,21 @@ def _position_of(queryset: QuerySet, field: str) -> Callable[[Any], tuple[Any, A
 
 def read_page(listing: Listing, skip: int, limit: int) -> list[Any]:
     """Rows skip..skip+limit of an ordered list."""
-    queryset = listing.queryset
     if skip < DEFERRED_JOIN_SKIP:
-        return list(queryset[skip : skip + limit])
-    sorted_by = sort_key(queryset)
+        return listing.rows(skip, limit)
+    sorted_by = listing.sorted_by
     if sorted_by is None or listing.digest is None:
+        queryset = listing.queryset
         keys = list(queryset.values_list("pk", flat=True)[skip : skip + limit])
         return list(queryset.filter(pk__in=keys)) if keys else []
     field, descending = sorted_by
     # Positions are of the rows in this order: the key names the rows and their sort.
     digest = f"{listing.digest}:{field}:{'desc' if descending else 'asc'}"
     anchor = cache.get(f"fedplane:page:{digest}:{skip}")
-    position = _position_of(queryset, field)
+    position = listing.position
     if anchor is not None and position is not None:
         # Where this page starts is known: its rows are a range of the sort index, read at once.
-        rows = list(_from_anchor(queryset, field, descending, anchor)[:limit])
+        rows = listing.rows_from(field, descending, anchor, limit)
         if rows:
             # Where the next page starts, so paging on reads a range too. This page's own position
             # is not renewed: it is at most COUNT_CACHE_SECONDS old.
@@ -218,6 +433,7 @@ def read_page(listing: Listing, skip: int, limit: int) -> list[Any]:
                 COUNT_CACHE_SECONDS,
             )
         return rows
+    queryset = listing.queryset
     if anchor is None:
         pairs = list(queryset.values_list(field, "pk")[skip : skip + limit])
     else:
@@ -240,12 +456,18 @@ def read_page(listing: Listing, skip: int, limit: int) -> list[Any]:
 
 
 class HeaderLimitOffsetPagination(BasePagination):
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Any]:
-        if not queryset.ordered:
-            raise ValueError("Refusing to paginate an unordered queryset")
+    def paginate_queryset(
+        self, queryset: QuerySet | Listing, request: Request, view: Any = None
+    ) -> list[Any]:
+        """A page of a queryset, or of a Listing (a viewset's list, which may be compiled already)."""
+        if isinstance(queryset, Listing):
+            listing = queryset
+        else:
+            if not queryset.ordered:
+                raise ValueError("Refusing to paginate an unordered queryset")
+            names = getattr(view, "listing_names", None)
+            listing = Listing(queryset, names() if names is not None else None)
         limit, skip = page_window(request)
-        names = getattr(view, "listing_names", None)
-        listing = Listing(queryset, names() if names is not None else None)
         page = read_page(listing, skip, limit)
         # A page that ends before its limit ends the list, so the total is known without counting.
         if len(page) < limit and (page or skip == 0):

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.api.filters import FednFilterBackend, may_be_null
-from controlplane.api.pagination import count_of
+from controlplane.api.pagination import Listing, count_of
 from controlplane.api.rows import row_reader
 
 SORT_HEADERS = [
@@ -68,7 +68,17 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
         positions are keyed by these rather than by the list's SQL, which costs a compile to write.
         """
         filters = FednFilterBackend().filter_values(self.request)
-        return (type(self).__module__, type(self).__qualname__, tuple(sorted(filters.items())))
+        # The method too: a comma in a POSTed filter means any-of, in a query string itself.
+        return (
+            type(self).__module__,
+            type(self).__qualname__,
+            self.request.method,
+            tuple(sorted(filters.items())),
+        )
+
+    def sort_names(self) -> tuple[str, str]:
+        """What names this request's order: the sort key and direction as sent (sort_queryset)."""
+        return self.request.headers.get("X-Sort-Key", ""), self.request.headers.get("X-Sort-Order", "")
 
     def get_object(self) -> Model:
         """By natural key or primary key, from this viewset's own queryset (its joins and prefetches)."""
@@ -81,17 +91,25 @@ class FednReadViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(parameters=SORT_HEADERS)
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        queryset = self.filter_queryset(self.get_queryset())
-        reader = row_reader(self.get_serializer_class(), queryset.model)
+        serializer_class = self.get_serializer_class()
+        reader = row_reader(serializer_class, self.get_queryset().model)
         if reader is None:
+            queryset = self.filter_queryset(self.get_queryset())
             page = self.paginate_queryset(queryset)
             documents = self.get_serializer(queryset if page is None else page, many=True).data
         else:
             # The serializer's documents built from rows (controlplane/api/rows.py): no model
-            # instance and no field-by-field serializer walk per row.
-            rows = queryset.values_list(*reader.columns)
-            page = self.paginate_queryset(rows)
-            documents = reader.documents(list(rows) if page is None else page)
+            # instance and no field-by-field serializer walk per row. The rows' queryset is
+            # compiled once for all requests naming the same filters, order and serializer
+            # (Listing's plan); its filters are checked when it is.
+            columns = reader.columns
+            listing = Listing(
+                lambda: self.filter_queryset(self.get_queryset()).values_list(*columns),
+                self.listing_names(),
+                shape=(serializer_class, *self.sort_names()),
+            )
+            page = self.paginate_queryset(listing)
+            documents = reader.documents(list(listing.queryset) if page is None else page)
         if page is None:
             return Response(documents)
         return self.get_paginated_response(documents)
