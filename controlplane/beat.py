@@ -56,6 +56,12 @@ class BeatLock(Protocol):
     def release(self) -> None: ...
 
 
+def _mid_query(session: Any) -> bool:
+    """Whether a psycopg connection is running a query (its lock is taken for each one)."""
+    lock = getattr(session, "lock", None)
+    return lock is not None and lock.locked()
+
+
 class AdvisoryLock:
     """A PostgreSQL session advisory lock held on a connection that only this lock uses."""
 
@@ -119,8 +125,11 @@ class AdvisoryLock:
         # Closing the session is what releases a session-level advisory lock, but only once the
         # server has read the goodbye, a moment after close() returns: a beat asking at once could
         # still find the lock taken. An open session unlocks first, which the server does at once.
+        # Not a session in the middle of a query, though: beat's SIGTERM handler closes the
+        # scheduler, and a signal landing while the lock was being asked for leaves that query
+        # below on the stack, holding psycopg's connection lock; asking again would wait forever.
         if self._db is not None:
-            if self._db.connection is not None:
+            if self._db.connection is not None and not _mid_query(self._db.connection):
                 with contextlib.suppress(Error):
                     self._ask("SELECT pg_advisory_unlock(%s, %s)", ADVISORY_KEY)
             with contextlib.suppress(Error):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +73,34 @@ def test_advisory_lock_is_held_by_one_session_and_lost_with_it() -> None:
         first.release()
         assert second.acquire() and second.held()
         assert not first.acquire()
+    finally:
+        first.release()
+        second.release()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not on_postgresql(), reason="DATABASE_URL names no PostgreSQL (scripts/services.sh env)")
+def test_a_lock_released_while_its_session_is_mid_query_does_not_wait_for_it() -> None:
+    """Beat's SIGTERM handler closes the scheduler, whose lock may be asking the database at that
+    moment: psycopg's connection lock is then held by the interrupted query. The release closes the
+    session instead of asking it to unlock, and the server frees the lock with the session."""
+    first, second = AdvisoryLock("host:1"), AdvisoryLock("host:2")
+    try:
+        assert first.acquire()
+        session = first._connection().connection
+        first._connection().inc_thread_sharing()  # released from a thread, so this one can wait
+        released = threading.Event()
+        session.lock.acquire()  # as the interrupted query holds it
+        try:
+            threading.Thread(target=lambda: (first.release(), released.set()), daemon=True).start()
+            assert released.wait(5), "the release waited for the query it interrupted"
+        finally:
+            session.lock.release()
+        assert session.closed
+        deadline = time.monotonic() + 10
+        while not second.acquire():
+            assert time.monotonic() < deadline, "the closed session's lock was not freed"
+            time.sleep(0.05)
     finally:
         first.release()
         second.release()
